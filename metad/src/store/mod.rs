@@ -1,0 +1,152 @@
+//! On-disk state of a node, in redb: `raft-log.redb` (log entries, vote, committed, purge
+//! point) and `sm.redb` (the state machine's tables plus last-applied and membership), so log
+//! appends never queue behind apply. Each file carries a format version checked at open.
+//! Must not import `api` or `network`.
+
+pub mod log;
+pub mod redb_kv;
+pub mod snapshot;
+pub mod state_machine;
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+pub use log::LogStore;
+pub use state_machine::{AppliedState, SmStore};
+
+/// Bump when the on-disk layout changes incompatibly.
+pub const FORMAT_VERSION: u64 = 1;
+
+const FORMAT_TABLE: TableDefinition<&str, u64> = TableDefinition::new("format");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: on-disk format version {found}, this metad reads version {expected}; use a matching metad release or migrate the data dir")]
+    FormatVersion { path: PathBuf, found: u64, expected: u64 },
+    #[error("{path}: {source}")]
+    Open { path: PathBuf, source: redb::DatabaseError },
+    #[error("redb: {0}")]
+    Redb(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("codec: {0}")]
+    Codec(String),
+    #[error("corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StoreError::FormatVersion { .. } => "FORMAT_VERSION",
+            StoreError::Open { .. } => "OPEN",
+            StoreError::Redb(_) => "REDB",
+            StoreError::Io(_) => "IO",
+            StoreError::Codec(_) => "CODEC",
+            StoreError::Corrupt(_) => "CORRUPT",
+        }
+    }
+
+    /// Storage errors are never retryable by a client: the node has a problem.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Redb(e.to_string()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+impl From<postcard::Error> for StoreError {
+    fn from(e: postcard::Error) -> Self {
+        StoreError::Codec(e.to_string())
+    }
+}
+
+/// Opens (or creates) a redb file and checks/stamps its format version.
+pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)
+        .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+    let found = {
+        let rtx = db.begin_read()?;
+        match rtx.open_table(FORMAT_TABLE) {
+            Ok(t) => t.get("version")?.map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    match found {
+        Some(v) if v == FORMAT_VERSION => {}
+        Some(v) => {
+            return Err(StoreError::FormatVersion {
+                path: path.to_path_buf(),
+                found: v,
+                expected: FORMAT_VERSION,
+            })
+        }
+        None => {
+            let wtx = db.begin_write()?;
+            wtx.open_table(FORMAT_TABLE)?.insert("version", FORMAT_VERSION)?;
+            wtx.commit()?;
+        }
+    }
+    Ok(db)
+}
+
+/// Overwrites the format version (tests of the version check only).
+#[doc(hidden)]
+pub fn stamp_format_version(path: &Path, version: u64) -> Result<(), StoreError> {
+    let db = Database::create(path).map_err(|source| StoreError::Open { path: path.into(), source })?;
+    let wtx = db.begin_write()?;
+    wtx.open_table(FORMAT_TABLE)?.insert("version", version)?;
+    wtx.commit()?;
+    Ok(())
+}
+
+/// Paths of a node's data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+    pub fn log_db(&self) -> PathBuf {
+        self.root.join("raft-log.redb")
+    }
+    pub fn sm_db(&self) -> PathBuf {
+        self.root.join("sm.redb")
+    }
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+}
+
+/// Opens both stores of a node.
+pub async fn open(dir: &DataDir) -> Result<(LogStore, SmStore), StoreError> {
+    std::fs::create_dir_all(&dir.root)?;
+    std::fs::create_dir_all(dir.snapshots())?;
+    let log = LogStore::open(&dir.log_db())?;
+    let sm = SmStore::open(&dir.sm_db(), &dir.snapshots())?;
+    Ok((log, sm))
+}
+
+pub(crate) fn to_storage_error(e: StoreError) -> crate::types::StorageError {
+    openraft::StorageIOError::<u64>::write(&openraft::AnyError::error(e.to_string())).into()
+}

@@ -1,0 +1,375 @@
+//! The state machine store on redb (`sm.redb`): applies each batch of committed entries in ONE
+//! write transaction (last-applied and membership written in the same transaction), builds
+//! snapshots from a consistent read transaction, installs received snapshots atomically, and
+//! publishes the applied (log index, revision) so reads can wait for it.
+
+use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use tokio::sync::watch;
+
+use super::redb_kv::{RedbRead, RedbWrite};
+use super::{open_db, snapshot, to_storage_error, StoreError};
+use crate::sm::{self, KvError};
+use crate::types::{codec, ApplyReply, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_raft");
+const K_APPLIED: &str = "last_applied";
+const K_MEMBERSHIP: &str = "membership";
+
+/// What the state machine has applied; published on every apply batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppliedState {
+    pub log_index: u64,
+    pub revision: u64,
+}
+
+struct Inner {
+    db: Database,
+    snap_dir: PathBuf,
+    applied: watch::Sender<AppliedState>,
+    seq: AtomicU64,
+    current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
+    snapshot_bytes: AtomicU64,
+}
+
+/// Handle to the state machine store; clones share it (the API reads through a clone).
+#[derive(Clone)]
+pub struct SmStore {
+    inner: Arc<Inner>,
+}
+
+fn se(e: impl Into<StoreError>) -> StorageError {
+    to_storage_error(e.into())
+}
+
+impl From<KvError> for StoreError {
+    fn from(e: KvError) -> Self {
+        StoreError::Redb(e.0)
+    }
+}
+
+impl SmStore {
+    pub fn open(path: &Path, snap_dir: &Path) -> Result<SmStore, StoreError> {
+        let db = open_db(path, 256 << 20)?;
+        {
+            let w = db.begin_write()?;
+            w.open_table(RAFT_META)?;
+            for t in sm::Table::ALL {
+                w.open_table(super::redb_kv::def(t))?;
+            }
+            w.commit()?;
+        }
+        let (applied_state, _) = read_raft_meta(&db)?;
+        let revision = {
+            let r = RedbRead { txn: db.begin_read()? };
+            sm::revision(&r)?
+        };
+        let (tx, _) = watch::channel(AppliedState {
+            log_index: applied_state.map(|l| l.index).unwrap_or(0),
+            revision,
+        });
+        let current = find_latest_snapshot(snap_dir)?;
+        let size = current
+            .as_ref()
+            .and_then(|(_, p)| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        Ok(SmStore {
+            inner: Arc::new(Inner {
+                db,
+                snap_dir: snap_dir.to_path_buf(),
+                applied: tx,
+                seq: AtomicU64::new(0),
+                current: Mutex::new(current),
+                snapshot_bytes: AtomicU64::new(size),
+            }),
+        })
+    }
+
+    /// Subscribe to applied-state changes (for `min_revision` and read-index waits).
+    pub fn subscribe(&self) -> watch::Receiver<AppliedState> {
+        self.inner.applied.subscribe()
+    }
+
+    pub fn applied(&self) -> AppliedState {
+        *self.inner.applied.borrow()
+    }
+
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.inner.snapshot_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn current_snapshot_index(&self) -> u64 {
+        self.inner
+            .current
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().and_then(|(m, _)| m.last_log_id.map(|l| l.index)))
+            .unwrap_or(0)
+    }
+
+    /// Runs a query against one consistent read view of the applied state.
+    pub fn read<T>(&self, f: impl FnOnce(&RedbRead) -> Result<T, KvError>) -> Result<T, StoreError> {
+        let view = RedbRead { txn: self.inner.db.begin_read()? };
+        Ok(f(&view)?)
+    }
+
+    fn apply_blocking(&self, entries: Vec<Entry>) -> Result<Vec<ApplyReply>, StoreError> {
+        let mut w = self.inner.db.begin_write()?;
+        w.set_durability(Durability::Immediate).map_err(|e| StoreError::Redb(e.to_string()))?;
+        let mut replies = Vec::with_capacity(entries.len());
+        let mut last = None;
+        let mut membership = None;
+        {
+            let mut kv = RedbWrite { txn: &w };
+            for e in entries {
+                last = Some(e.log_id);
+                match e.payload {
+                    EntryPayload::Blank => replies.push(ApplyReply::default()),
+                    EntryPayload::Normal(cmd) => {
+                        replies.push(ApplyReply(sm::apply_command(&mut kv, &cmd.0)?));
+                    }
+                    EntryPayload::Membership(m) => {
+                        membership = Some(StoredMembership::new(Some(e.log_id), m));
+                        replies.push(ApplyReply::default());
+                    }
+                }
+            }
+        }
+        let revision = {
+            let kv = RedbWrite { txn: &w };
+            sm::revision(&kv)?
+        };
+        {
+            let mut t = w.open_table(RAFT_META)?;
+            if let Some(l) = last {
+                t.insert(K_APPLIED, codec::encode(&l)?.as_slice())?;
+            }
+            if let Some(m) = &membership {
+                t.insert(K_MEMBERSHIP, codec::encode(m)?.as_slice())?;
+            }
+        }
+        w.commit()?;
+        if let Some(l) = last {
+            self.inner.applied.send_replace(AppliedState { log_index: l.index, revision });
+        }
+        Ok(replies)
+    }
+
+    fn build_blocking(&self) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+        let rtx = self.inner.db.begin_read()?;
+        let (last_applied, membership) = {
+            let t = rtx.open_table(RAFT_META)?;
+            let a: Option<LogId> = match t.get(K_APPLIED)? {
+                Some(v) => Some(codec::decode(v.value())?),
+                None => None,
+            };
+            let m: StoredMembership = match t.get(K_MEMBERSHIP)? {
+                Some(v) => codec::decode(v.value())?,
+                None => StoredMembership::default(),
+            };
+            (a, m)
+        };
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        let id = format!(
+            "{}-{}-{}",
+            last_applied.map(|l| l.index).unwrap_or(0),
+            last_applied.map(|l| l.leader_id.term).unwrap_or(0),
+            seq
+        );
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id: id };
+        let tmp = self.inner.snap_dir.join(format!("snap-{}.tmp", meta.snapshot_id));
+        let mut f = BufWriter::new(std::fs::File::create(&tmp)?);
+        snapshot::dump(&rtx, &mut f)?;
+        let f = f.into_inner().map_err(|e| StoreError::Io(e.into_error()))?;
+        f.sync_all()?;
+        drop(f);
+        self.publish_snapshot(meta, &tmp)
+    }
+
+    /// Moves a complete snapshot file into place with its meta, and drops older ones.
+    fn publish_snapshot(&self, meta: SnapshotMeta, tmp: &Path) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+        let dir = &self.inner.snap_dir;
+        let data = dir.join(format!("snap-{}.bin", meta.snapshot_id));
+        let meta_path = dir.join(format!("snap-{}.meta", meta.snapshot_id));
+        std::fs::rename(tmp, &data)?;
+        let mut mf = std::fs::File::create(dir.join("meta.tmp"))?;
+        mf.write_all(&codec::encode(&meta)?)?;
+        mf.sync_all()?;
+        std::fs::rename(dir.join("meta.tmp"), &meta_path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        let size = std::fs::metadata(&data)?.len();
+        self.inner.snapshot_bytes.store(size, Ordering::Relaxed);
+        if let Ok(mut cur) = self.inner.current.lock() {
+            *cur = Some((meta.clone(), data.clone()));
+        }
+        // Older snapshots are no longer served.
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let keep = name == format!("snap-{}.bin", meta.snapshot_id)
+                || name == format!("snap-{}.meta", meta.snapshot_id);
+            if name.starts_with("snap-") && !keep && !name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok((meta, data))
+    }
+
+    fn install_blocking(&self, meta: SnapshotMeta, mut file: std::fs::File) -> Result<(), StoreError> {
+        file.seek(SeekFrom::Start(0))?;
+        let mut w = self.inner.db.begin_write()?;
+        w.set_durability(Durability::Immediate).map_err(|e| StoreError::Redb(e.to_string()))?;
+        snapshot::load(&mut BufReader::new(&mut file), &w)?;
+        {
+            let mut t = w.open_table(RAFT_META)?;
+            match &meta.last_log_id {
+                Some(l) => {
+                    t.insert(K_APPLIED, codec::encode(l)?.as_slice())?;
+                }
+                None => {
+                    t.remove(K_APPLIED)?;
+                }
+            }
+            t.insert(K_MEMBERSHIP, codec::encode(&meta.last_membership)?.as_slice())?;
+        }
+        let revision = sm::revision(&RedbWrite { txn: &w })?;
+        w.commit()?;
+        self.inner.applied.send_replace(AppliedState {
+            log_index: meta.last_log_id.map(|l| l.index).unwrap_or(0),
+            revision,
+        });
+        // Keep a copy so this node can serve the snapshot to others.
+        file.seek(SeekFrom::Start(0))?;
+        let tmp = self.inner.snap_dir.join(format!("snap-{}.tmp", meta.snapshot_id));
+        let mut out = std::fs::File::create(&tmp)?;
+        std::io::copy(&mut file, &mut out)?;
+        out.sync_all()?;
+        self.publish_snapshot(meta, &tmp)?;
+        for e in std::fs::read_dir(&self.inner.snap_dir)?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("recv-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_raft_meta(db: &Database) -> Result<(Option<LogId>, StoredMembership), StoreError> {
+    let r = db.begin_read()?;
+    let t = r.open_table(RAFT_META)?;
+    let a = match t.get(K_APPLIED)? {
+        Some(v) => Some(codec::decode(v.value())?),
+        None => None,
+    };
+    let m = match t.get(K_MEMBERSHIP)? {
+        Some(v) => codec::decode(v.value())?,
+        None => StoredMembership::default(),
+    };
+    Ok((a, m))
+}
+
+fn find_latest_snapshot(dir: &Path) -> Result<Option<(SnapshotMeta, PathBuf)>, StoreError> {
+    let mut best: Option<(SnapshotMeta, PathBuf)> = None;
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_prefix("snap-").and_then(|n| n.strip_suffix(".meta")) else {
+            continue;
+        };
+        let data = dir.join(format!("snap-{id}.bin"));
+        if !data.exists() {
+            continue;
+        }
+        let meta: SnapshotMeta = codec::decode(&std::fs::read(e.path())?)?;
+        let newer = best
+            .as_ref()
+            .map(|(b, _)| meta.last_log_id.map(|l| l.index) > b.last_log_id.map(|l| l.index))
+            .unwrap_or(true);
+        if newer {
+            best = Some((meta, data));
+        }
+    }
+    Ok(best)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StorageError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(to_storage_error),
+        Err(e) => Err(to_storage_error(StoreError::Redb(format!("blocking task failed: {e}")))),
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SmStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let me = self.clone();
+        let (meta, path) = blocking(move || me.build_blocking()).await?;
+        let f = tokio::fs::File::open(&path).await.map_err(|e| se(e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(f) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for SmStore {
+    type SnapshotBuilder = SmStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let me = self.clone();
+        blocking(move || read_raft_meta(&me.inner.db)).await
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyReply>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let me = self.clone();
+        blocking(move || me.apply_blocking(entries)).await
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.inner.snap_dir.join(format!("recv-{seq}.tmp"));
+        let f = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(|e| se(e))?;
+        Ok(Box::new(f))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let std_file = snapshot.into_std().await;
+        let me = self.clone();
+        let meta = meta.clone();
+        blocking(move || me.install_blocking(meta, std_file)).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let cur = self.inner.current.lock().ok().and_then(|c| c.clone());
+        match cur {
+            None => Ok(None),
+            Some((meta, path)) => {
+                let f = tokio::fs::File::open(&path).await.map_err(|e| se(e))?;
+                Ok(Some(Snapshot { meta, snapshot: Box::new(f) }))
+            }
+        }
+    }
+}
