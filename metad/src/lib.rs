@@ -4,6 +4,18 @@
 //! lifecycle, read/write paths) <- `api` (gRPC services, the one error->Status mapping);
 //! `network` carries Raft between nodes.
 
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod faults;
+pub mod metrics;
+pub mod network;
+pub mod node;
 pub mod sm;
 pub mod store;
+pub mod telemetry;
 pub mod types;
+
+pub use config::Config;
+pub use error::NodeError;
+pub use node::{Listeners, MetaNode, StartOptions};

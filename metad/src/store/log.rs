@@ -43,6 +43,8 @@ struct Shared {
     unflushed: Mutex<BTreeMap<u64, (LogId, Vec<u8>)>>,
     /// Group-commit statistics for metrics/benchmarks: (transactions, operations).
     stats: Mutex<(u64, u64)>,
+    /// Last committed index openraft told us about (persisted via save_committed).
+    committed: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to the log store; cheap to clone (readers share it).
@@ -65,6 +67,7 @@ impl LogStore {
             db,
             unflushed: Mutex::new(BTreeMap::new()),
             stats: Mutex::new((0, 0)),
+            committed: std::sync::atomic::AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel();
         let s2 = shared.clone();
@@ -72,6 +75,11 @@ impl LogStore {
             .name("metad-log-writer".into())
             .spawn(move || writer_loop(s2, rx))?;
         Ok(LogStore { shared, tx })
+    }
+
+    /// Committed index as last persisted by openraft.
+    pub fn committed_index(&self) -> u64 {
+        self.shared.committed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// (write transactions, operations) committed so far: ops/txn is the group-commit factor.
@@ -280,7 +288,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(c) => Some(codec::encode(&c).map_err(|e| to_storage_error(e.into()))?),
             None => None,
         };
-        self.sync_op(|done| Op::Meta { key: K_COMMITTED, value, done }).await
+        self.sync_op(|done| Op::Meta { key: K_COMMITTED, value, done }).await?;
+        if let Some(c) = committed {
+            self.shared.committed.fetch_max(c.index, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

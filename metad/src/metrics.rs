@@ -1,0 +1,111 @@
+//! Prometheus metrics of one node, in a registry of its own (several nodes can share a process
+//! in tests), served as text on the metrics port. Names are `metad_*` with units.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub raft_term: IntGauge,
+    pub raft_is_leader: IntGauge,
+    pub raft_leader_changes: IntCounter,
+    pub raft_commit_index: IntGauge,
+    pub raft_applied_index: IntGauge,
+    pub raft_last_log_index: IntGauge,
+    pub sm_revision: IntGauge,
+    pub log_entries: IntGauge,
+    pub log_size_bytes: IntGauge,
+    pub sm_size_bytes: IntGauge,
+    pub snapshot_size_bytes: IntGauge,
+    pub proposal_seconds: Histogram,
+    pub read_index_seconds: Histogram,
+    pub read_index_batch: Histogram,
+    pub grpc_requests: IntCounterVec,
+    pub grpc_seconds: HistogramVec,
+    pub peer_rpcs: IntCounterVec,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.0001, 2.0, 18).unwrap_or_default()
+}
+
+impl Metrics {
+    pub fn new(node_id: u64) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(
+            None,
+            Some([("node_id".to_string(), node_id.to_string())].into_iter().collect()),
+        )?;
+        let g = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let m = IntGauge::new(name, help)?;
+            registry.register(Box::new(m.clone()))?;
+            Ok(m)
+        };
+        let h = |name: &str, help: &str, b: Vec<f64>| -> Result<Histogram, prometheus::Error> {
+            let m = Histogram::with_opts(HistogramOpts::new(name, help).buckets(b))?;
+            registry.register(Box::new(m.clone()))?;
+            Ok(m)
+        };
+        let raft_leader_changes =
+            IntCounter::new("metad_raft_leader_changes_total", "Leader changes observed")?;
+        registry.register(Box::new(raft_leader_changes.clone()))?;
+        let grpc_requests = IntCounterVec::new(
+            Opts::new("metad_grpc_requests_total", "Client gRPC requests by method and code"),
+            &["method", "code"],
+        )?;
+        registry.register(Box::new(grpc_requests.clone()))?;
+        let grpc_seconds = HistogramVec::new(
+            HistogramOpts::new("metad_grpc_request_duration_seconds", "Client gRPC latency")
+                .buckets(latency_buckets()),
+            &["method"],
+        )?;
+        registry.register(Box::new(grpc_seconds.clone()))?;
+        let peer_rpcs = IntCounterVec::new(
+            Opts::new("metad_peer_rpcs_total", "Outgoing peer RPCs by kind and result"),
+            &["rpc", "result"],
+        )?;
+        registry.register(Box::new(peer_rpcs.clone()))?;
+        Ok(Metrics {
+            raft_term: g("metad_raft_term", "Current Raft term")?,
+            raft_is_leader: g("metad_raft_is_leader", "1 if this node is the leader")?,
+            raft_leader_changes,
+            raft_commit_index: g("metad_raft_commit_index", "Highest committed log index known")?,
+            raft_applied_index: g("metad_raft_applied_index", "Last applied log index")?,
+            raft_last_log_index: g("metad_raft_last_log_index", "Last log index stored")?,
+            sm_revision: g("metad_sm_revision", "State-machine revision")?,
+            log_entries: g("metad_raft_log_entries", "Entries in the local Raft log")?,
+            log_size_bytes: g("metad_raft_log_size_bytes", "Size of raft-log.redb")?,
+            sm_size_bytes: g("metad_sm_size_bytes", "Size of sm.redb")?,
+            snapshot_size_bytes: g("metad_snapshot_size_bytes", "Size of the current snapshot")?,
+            proposal_seconds: h(
+                "metad_proposal_duration_seconds",
+                "Time from proposal to applied reply on the leader",
+                latency_buckets(),
+            )?,
+            read_index_seconds: h(
+                "metad_read_index_duration_seconds",
+                "Time of one read-index round (shared by a batch of reads)",
+                latency_buckets(),
+            )?,
+            read_index_batch: h(
+                "metad_read_index_batch_reads",
+                "Linearizable reads served by one read-index round",
+                prometheus::exponential_buckets(1.0, 2.0, 12).unwrap_or_default(),
+            )?,
+            grpc_requests,
+            grpc_seconds,
+            peer_rpcs,
+            registry,
+        })
+    }
+
+    /// Text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

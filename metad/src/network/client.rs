@@ -1,0 +1,225 @@
+//! Outgoing peer traffic. One long-lived, lazily connected HTTP/2 channel per peer address,
+//! shared by every Raft stream to that peer; tonic reconnects a broken channel on the next
+//! call, and openraft's own heartbeat/retry cadence spaces the attempts (no hot loop). Every
+//! call has a deadline and passes the fault injector first.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metad_proto::raft::v1::raft_peer_client::RaftPeerClient;
+use metad_proto::raft::v1::{ForwardRequest, Payload, ReadIndexRequest};
+use metad_proto::ErrorDetails;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::NodeError;
+use crate::faults::FaultInjector;
+use crate::metrics::Metrics;
+use crate::types::{codec, NodeId, NodeInfo, TypeConfig};
+
+/// Shared channel cache + fault injector; cheap to clone.
+#[derive(Clone)]
+pub struct PeerClient {
+    self_id: NodeId,
+    faults: Arc<FaultInjector>,
+    metrics: Arc<Metrics>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+impl PeerClient {
+    pub fn new(self_id: NodeId, faults: Arc<FaultInjector>, metrics: Arc<Metrics>) -> Self {
+        PeerClient { self_id, faults, metrics, channels: Arc::default() }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut map = self.channels.lock().map_err(|_| "channel map poisoned".to_string())?;
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("peer address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .initial_connection_window_size(Some(8 << 20))
+            .initial_stream_window_size(Some(4 << 20));
+        let ch = ep.connect_lazy();
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
+        Ok(RaftPeerClient::new(self.channel(addr)?)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20))
+    }
+
+    fn count(&self, rpc: &str, ok: bool) {
+        self.metrics.peer_rpcs.with_label_values(&[rpc, if ok { "ok" } else { "error" }]).inc();
+    }
+
+    /// Asks the leader `to` for a read index (a quorum-confirmed commit index).
+    pub async fn read_index(&self, to: NodeId, node: &NodeInfo, timeout: Duration) -> Result<u64, NodeError> {
+        self.faults
+            .before_send(self.self_id, to)
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("leader {to} unreachable: {e}")))?;
+        let mut c = self.client(&node.peer_addr).map_err(NodeError::Internal)?;
+        let mut req = tonic::Request::new(ReadIndexRequest {});
+        req.set_timeout(timeout);
+        let r = tokio::time::timeout(timeout, c.read_index(req)).await;
+        self.count("read_index", matches!(r, Ok(Ok(_))));
+        match r {
+            Ok(Ok(resp)) => Ok(resp.into_inner().read_index),
+            Ok(Err(st)) => Err(remote_error(&st, false)),
+            Err(_) => Err(NodeError::Timeout(format!("read index from leader {to}"))),
+        }
+    }
+
+    /// Forwards an encoded command to the leader `to`. Any failure after the request may have
+    /// left this node is ambiguous.
+    pub async fn forward(
+        &self,
+        to: NodeId,
+        node: &NodeInfo,
+        command: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(Vec<u8>, u64), NodeError> {
+        self.faults
+            .before_send(self.self_id, to)
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("leader {to} unreachable: {e}")))?;
+        let mut c = self.client(&node.peer_addr).map_err(NodeError::Internal)?;
+        let mut req = tonic::Request::new(ForwardRequest { command });
+        req.set_timeout(timeout);
+        let r = tokio::time::timeout(timeout, c.forward(req)).await;
+        self.count("forward", matches!(r, Ok(Ok(_))));
+        match r {
+            Ok(Ok(resp)) => {
+                let r = resp.into_inner();
+                Ok((r.reply, r.log_index))
+            }
+            Ok(Err(st)) => Err(remote_error(&st, true)),
+            Err(_) => Err(NodeError::Ambiguous(format!("forwarded write to leader {to} timed out"))),
+        }
+    }
+}
+
+/// An error status from a peer: metad errors keep their code; transport failures are
+/// ambiguous for writes (the request may have been delivered) and unavailable for reads.
+fn remote_error(st: &tonic::Status, is_write: bool) -> NodeError {
+    if st.metadata().get(metad_proto::error::MD_ERROR_CODE).is_some() {
+        return NodeError::from_details(ErrorDetails::from_status(st));
+    }
+    if is_write {
+        NodeError::Ambiguous(format!("forwarding to leader failed: {}", st.message()))
+    } else {
+        NodeError::Unavailable(format!("leader unreachable: {}", st.message()))
+    }
+}
+
+/// openraft's network factory: one `PeerConn` per replication stream / vote target.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    pub client: PeerClient,
+}
+
+pub struct PeerConn {
+    client: PeerClient,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerConn;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerConn {
+        PeerConn { client: self.client.clone(), target, addr: node.peer_addr.clone() }
+    }
+}
+
+type RpcErr<E> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
+
+impl PeerConn {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: &'static str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RpcErr<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        if let Err(e) = self.client.faults.before_send(self.client.self_id, self.target).await {
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        let data = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut c = self
+            .client
+            .client(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&Msg(e))))?;
+        let mut request = tonic::Request::new(Payload { data });
+        request.set_timeout(timeout);
+        let fut = async {
+            match rpc {
+                "vote" => c.vote(request).await,
+                "append_entries" => c.append_entries(request).await,
+                _ => c.install_snapshot(request).await,
+            }
+        };
+        let res = tokio::time::timeout(timeout, fut).await;
+        self.client.count(rpc, matches!(res, Ok(Ok(_))));
+        let resp = match res {
+            Err(_) => return Err(RPCError::Network(NetworkError::new(&Msg(format!("{rpc} timed out"))))),
+            Ok(Err(st)) if st.code() == tonic::Code::Unavailable => {
+                return Err(RPCError::Unreachable(Unreachable::new(&st)))
+            }
+            Ok(Err(st)) => return Err(RPCError::Network(NetworkError::new(&st))),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let decoded: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode(&resp.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        self.call("append_entries", &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        self.call("install_snapshot", &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        self.call("vote", &rpc, option.hard_ttl()).await
+    }
+}

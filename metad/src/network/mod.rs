@@ -1,0 +1,9 @@
+//! Raft peer transport over tonic, on the peer port only: the client side (`PeerNetwork`,
+//! openraft's network factory, plus the forward and read-index calls followers make to the
+//! leader) and the server side (`PeerService`). openraft messages travel postcard-encoded.
+
+mod client;
+mod service;
+
+pub use client::{PeerClient, PeerNetwork};
+pub use service::PeerService;
