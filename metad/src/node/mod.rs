@@ -240,6 +240,15 @@ impl MetaNode {
         self.metrics_addr
     }
 
+    /// Crash-like stop for tests: servers aborted at once (no drain), then Raft stopped.
+    /// Committed state is whatever redb made durable, exactly as after a process kill.
+    pub async fn abort(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.core.raft.shutdown().await;
+    }
+
     /// Stops serving, then stops Raft. In-flight requests get a bounded grace period.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);

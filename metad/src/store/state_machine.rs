@@ -36,6 +36,8 @@ struct Inner {
     seq: AtomicU64,
     current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
     snapshot_bytes: AtomicU64,
+    /// Entries applied by this process since the store was opened (restart evidence).
+    applied_since_open: AtomicU64,
 }
 
 /// Handle to the state machine store; clones share it (the API reads through a clone).
@@ -88,6 +90,7 @@ impl SmStore {
                 seq: AtomicU64::new(0),
                 current: Mutex::new(current),
                 snapshot_bytes: AtomicU64::new(size),
+                applied_since_open: AtomicU64::new(0),
             }),
         })
     }
@@ -99,6 +102,12 @@ impl SmStore {
 
     pub fn applied(&self) -> AppliedState {
         *self.inner.applied.borrow()
+    }
+
+    /// Entries this process has applied since it opened the store. After a restart this
+    /// stays small: applied state is on disk, only the unapplied tail of the log is replayed.
+    pub fn applied_since_open(&self) -> u64 {
+        self.inner.applied_since_open.load(Ordering::Relaxed)
     }
 
     pub fn snapshot_bytes(&self) -> u64 {
@@ -123,6 +132,7 @@ impl SmStore {
     fn apply_blocking(&self, entries: Vec<Entry>) -> Result<Vec<ApplyReply>, StoreError> {
         let mut w = self.inner.db.begin_write()?;
         w.set_durability(Durability::Immediate).map_err(|e| StoreError::Redb(e.to_string()))?;
+        self.inner.applied_since_open.fetch_add(entries.len() as u64, Ordering::Relaxed);
         let mut replies = Vec::with_capacity(entries.len());
         let mut last = None;
         let mut membership = None;
