@@ -138,7 +138,8 @@ pub struct ConfigError(pub String);
 pub fn valid_site(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 fn check_addr(field: &str, v: &str) -> Result<(), ConfigError> {
@@ -196,7 +197,9 @@ impl Config {
             ));
         }
         if r.snapshot_chunk_bytes < 1024 {
-            return Err(ConfigError("raft.snapshot_chunk_bytes: must be >= 1024".into()));
+            return Err(ConfigError(
+                "raft.snapshot_chunk_bytes: must be >= 1024".into(),
+            ));
         }
         if self.request_timeout_ms < 100 {
             return Err(ConfigError("request_timeout_ms: must be >= 100".into()));
@@ -204,10 +207,16 @@ impl Config {
         let mut ids = std::collections::BTreeSet::new();
         for m in &self.initial_cluster {
             if m.id == 0 || !ids.insert(m.id) {
-                return Err(ConfigError(format!("initial_cluster: id {} is 0 or repeated", m.id)));
+                return Err(ConfigError(format!(
+                    "initial_cluster: id {} is 0 or repeated",
+                    m.id
+                )));
             }
             if !valid_site(&m.site) {
-                return Err(ConfigError(format!("initial_cluster: node {} has invalid site", m.id)));
+                return Err(ConfigError(format!(
+                    "initial_cluster: node {} has invalid site",
+                    m.id
+                )));
             }
             check_addr("initial_cluster.peer_addr", &m.peer_addr)?;
             check_addr("initial_cluster.client_addr", &m.client_addr)?;
@@ -260,13 +269,31 @@ mod tests {
 
     #[test]
     fn validate_names_the_field() {
-        let c = Config { node_id: 0, ..Default::default() };
-        assert!(c.validate().expect_err("must fail").to_string().contains("node_id"));
-        let c = Config { site: "bad site".into(), ..Default::default() };
-        assert!(c.validate().expect_err("must fail").to_string().contains("site"));
+        let c = Config {
+            node_id: 0,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .expect_err("must fail")
+            .to_string()
+            .contains("node_id"));
+        let c = Config {
+            site: "bad site".into(),
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .expect_err("must fail")
+            .to_string()
+            .contains("site"));
         let mut c = Config::default();
         c.raft.election_timeout_min_ms = 100;
-        assert!(c.validate().expect_err("must fail").to_string().contains("election"));
+        assert!(c
+            .validate()
+            .expect_err("must fail")
+            .to_string()
+            .contains("election"));
         assert!(Config::default().validate().is_ok());
     }
 

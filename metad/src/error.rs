@@ -9,7 +9,10 @@ pub enum NodeError {
     #[error("{0}")]
     InvalidArgument(String),
     #[error("this node is not the leader{}", leader_hint(.leader_id, .leader_addr))]
-    NotLeader { leader_id: Option<u64>, leader_addr: Option<String> },
+    NotLeader {
+        leader_id: Option<u64>,
+        leader_addr: Option<String>,
+    },
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// The write was proposed (or sent) and its outcome is unknown.
@@ -68,25 +71,37 @@ impl NodeError {
 
     pub fn details(&self) -> ErrorDetails {
         let (leader_id, leader_addr) = match self {
-            NodeError::NotLeader { leader_id, leader_addr } => (*leader_id, leader_addr.clone()),
+            NodeError::NotLeader {
+                leader_id,
+                leader_addr,
+            } => (*leader_id, leader_addr.clone()),
             _ => (None, None),
         };
-        ErrorDetails { code: self.code(), message: self.to_string(), leader_id, leader_addr }
+        ErrorDetails {
+            code: self.code(),
+            message: self.to_string(),
+            leader_id,
+            leader_addr,
+        }
     }
 
     /// Rebuilds an error received from another node (forwarded write, read index).
     pub fn from_details(d: ErrorDetails) -> NodeError {
         match d.code {
             ErrorCode::InvalidArgument => NodeError::InvalidArgument(d.message),
-            ErrorCode::NotLeader => {
-                NodeError::NotLeader { leader_id: d.leader_id, leader_addr: d.leader_addr }
-            }
+            ErrorCode::NotLeader => NodeError::NotLeader {
+                leader_id: d.leader_id,
+                leader_addr: d.leader_addr,
+            },
             ErrorCode::Unavailable => NodeError::Unavailable(d.message),
             ErrorCode::Ambiguous => NodeError::Ambiguous(d.message),
             ErrorCode::Timeout => NodeError::Timeout(d.message),
             ErrorCode::ShuttingDown => NodeError::ShuttingDown,
             ErrorCode::Internal => NodeError::Internal(d.message),
-            code => NodeError::Refused { code, message: d.message },
+            code => NodeError::Refused {
+                code,
+                message: d.message,
+            },
         }
     }
 }

@@ -98,7 +98,8 @@ impl NodeArgs {
     fn config(&self) -> Result<Config, String> {
         let mut c = match &self.config {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
                 Config::from_toml(&text).map_err(|e| format!("{}: {e}", p.display()))?
             }
             None => Config::default(),
@@ -106,7 +107,16 @@ impl NodeArgs {
         macro_rules! set {
             ($($f:ident),*) => {$( if let Some(v) = &self.$f { c.$f = v.clone(); } )*};
         }
-        set!(node_id, site, data_dir, listen_client, listen_peer, listen_metrics, request_timeout_ms, log_filter);
+        set!(
+            node_id,
+            site,
+            data_dir,
+            listen_client,
+            listen_peer,
+            listen_metrics,
+            request_timeout_ms,
+            log_filter
+        );
         if self.advertise_client.is_some() {
             c.advertise_client = self.advertise_client.clone();
         }
@@ -201,9 +211,16 @@ async fn run_dev(data_dir: PathBuf) -> Result<(), String> {
     }
     let mut nodes = Vec::new();
     for (c, l) in bound {
-        nodes.push(MetaNode::start(c, l, StartOptions::default()).await.map_err(|e| e.to_string())?);
+        nodes.push(
+            MetaNode::start(c, l, StartOptions::default())
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
-    println!("metad dev: 3 nodes, 3 sites, data in {}", data_dir.display());
+    println!(
+        "metad dev: 3 nodes, 3 sites, data in {}",
+        data_dir.display()
+    );
     for n in &nodes {
         println!(
             "  node {} ({})  client {}  peer {}  metrics http://{}/metrics",
@@ -214,7 +231,11 @@ async fn run_dev(data_dir: PathBuf) -> Result<(), String> {
             n.metrics_addr().map(|a| a.to_string()).unwrap_or_default()
         );
     }
-    match nodes[0].core().wait_for_leader(Duration::from_secs(15)).await {
+    match nodes[0]
+        .core()
+        .wait_for_leader(Duration::from_secs(15))
+        .await
+    {
         Ok((id, info)) => println!("leader: node {id} ({})", info.site),
         Err(e) => println!("no leader yet: {e}"),
     }
@@ -229,7 +250,9 @@ async fn run_dev(data_dir: PathBuf) -> Result<(), String> {
 
 async fn run_node(config: Config) -> Result<(), String> {
     let listeners = Listeners::bind(&config).await.map_err(|e| e.to_string())?;
-    let node = MetaNode::start(config, listeners, StartOptions::default()).await.map_err(|e| e.to_string())?;
+    let node = MetaNode::start(config, listeners, StartOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
     shutdown_signal().await;
     tracing::info!("shutdown requested");
     node.shutdown().await;
@@ -238,7 +261,10 @@ async fn run_node(config: Config) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: tokio runtime: {e}");
@@ -251,7 +277,9 @@ fn main() -> ExitCode {
             rt.block_on(run_dev(data_dir))
         }
         Some(Cmd::PrintConfig) => cli.node.config().and_then(|c| {
-            toml::to_string_pretty(&c).map(|t| print!("{t}")).map_err(|e| e.to_string())
+            toml::to_string_pretty(&c)
+                .map(|t| print!("{t}"))
+                .map_err(|e| e.to_string())
         }),
         None => match cli.node.config() {
             Ok(c) => {

@@ -35,7 +35,11 @@ impl Metrics {
     pub fn new(node_id: u64) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new_custom(
             None,
-            Some([("node_id".to_string(), node_id.to_string())].into_iter().collect()),
+            Some(
+                [("node_id".to_string(), node_id.to_string())]
+                    .into_iter()
+                    .collect(),
+            ),
         )?;
         let g = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
             let m = IntGauge::new(name, help)?;
@@ -51,7 +55,10 @@ impl Metrics {
             IntCounter::new("metad_raft_leader_changes_total", "Leader changes observed")?;
         registry.register(Box::new(raft_leader_changes.clone()))?;
         let grpc_requests = IntCounterVec::new(
-            Opts::new("metad_grpc_requests_total", "Client gRPC requests by method and code"),
+            Opts::new(
+                "metad_grpc_requests_total",
+                "Client gRPC requests by method and code",
+            ),
             &["method", "code"],
         )?;
         registry.register(Box::new(grpc_requests.clone()))?;
@@ -62,7 +69,10 @@ impl Metrics {
         )?;
         registry.register(Box::new(grpc_seconds.clone()))?;
         let peer_rpcs = IntCounterVec::new(
-            Opts::new("metad_peer_rpcs_total", "Outgoing peer RPCs by kind and result"),
+            Opts::new(
+                "metad_peer_rpcs_total",
+                "Outgoing peer RPCs by kind and result",
+            ),
             &["rpc", "result"],
         )?;
         registry.register(Box::new(peer_rpcs.clone()))?;
@@ -70,7 +80,10 @@ impl Metrics {
             raft_term: g("metad_raft_term", "Current Raft term")?,
             raft_is_leader: g("metad_raft_is_leader", "1 if this node is the leader")?,
             raft_leader_changes,
-            raft_commit_index: g("metad_raft_commit_index", "Highest committed log index known")?,
+            raft_commit_index: g(
+                "metad_raft_commit_index",
+                "Highest committed log index known",
+            )?,
             raft_applied_index: g("metad_raft_applied_index", "Last applied log index")?,
             raft_last_log_index: g("metad_raft_last_log_index", "Last log index stored")?,
             sm_revision: g("metad_sm_revision", "State-machine revision")?,
@@ -103,7 +116,10 @@ impl Metrics {
     /// Text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()

@@ -22,7 +22,11 @@ pub struct NodeInfo {
 
 impl fmt::Display for NodeInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}(client {})", self.site, self.peer_addr, self.client_addr)
+        write!(
+            f,
+            "{}@{}(client {})",
+            self.site, self.peer_addr, self.client_addr
+        )
     }
 }
 
@@ -130,7 +134,10 @@ mod tests {
             client_id: "c1".into(),
             seq: 7,
             leader_time_ms: 42,
-            op: Some(command::Op::RegisterPut(RegisterPut { key: "k".into(), value: vec![1, 2] })),
+            op: Some(command::Op::RegisterPut(RegisterPut {
+                key: "k".into(),
+                value: vec![1, 2],
+            })),
         };
         let entry = Entry {
             log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(3, 1), 9),

@@ -11,18 +11,21 @@ struct RedbBuilder;
 impl StoreBuilder<TypeConfig, LogStore, SmStore, TempDir> for RedbBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, SmStore), StorageError> {
         let err = |e: String| -> StorageError {
-            openraft::StorageIOError::<u64>::write(&openraft::AnyError::error(e)).into()
+            openraft::StorageIOError::<u64>::write(openraft::AnyError::error(e)).into()
         };
         let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
-        let (log, sm) =
-            store::open(&DataDir::new(dir.path())).await.map_err(|e| err(e.to_string()))?;
+        let (log, sm) = store::open(&DataDir::new(dir.path()))
+            .await
+            .map_err(|e| err(e.to_string()))?;
         Ok((dir, log, sm))
     }
 }
 
 #[test]
-fn openraft_suite_passes_on_redb_stores() -> Result<(), StorageError> {
-    Suite::test_all(RedbBuilder)
+fn openraft_suite_passes_on_redb_stores() {
+    if let Err(e) = Suite::test_all(RedbBuilder) {
+        panic!("openraft storage suite failed: {e}");
+    }
 }
 
 #[test]

@@ -120,7 +120,10 @@ impl fmt::Display for ErrorCode {
 impl FromStr for ErrorCode {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
-        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s).ok_or(())
+        ErrorCode::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or(())
     }
 }
 
@@ -164,7 +167,9 @@ impl ErrorDetails {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse().ok())
             .unwrap_or(match st.code() {
-                tonic::Code::InvalidArgument | tonic::Code::OutOfRange => ErrorCode::InvalidArgument,
+                tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+                    ErrorCode::InvalidArgument
+                }
                 tonic::Code::NotFound => ErrorCode::NotFound,
                 tonic::Code::AlreadyExists => ErrorCode::AlreadyExists,
                 tonic::Code::FailedPrecondition | tonic::Code::Aborted => {

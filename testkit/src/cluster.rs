@@ -69,15 +69,32 @@ impl ClusterBuilder {
             request_timeout_ms: self.request_timeout_ms,
         };
         for (id, client, peer) in bound {
-            let config = cluster.config_for(id, client.local_addr()?, peer.local_addr()?, members.clone());
+            let config = cluster.config_for(
+                id,
+                client.local_addr()?,
+                peer.local_addr()?,
+                members.clone(),
+            );
             let node = MetaNode::start(
                 config.clone(),
-                Listeners { client, peer, metrics: None },
-                StartOptions { faults: Some(cluster.faults.clone()) },
+                Listeners {
+                    client,
+                    peer,
+                    metrics: None,
+                },
+                StartOptions {
+                    faults: Some(cluster.faults.clone()),
+                },
             )
             .await
             .with_context(|| format!("start node {id}"))?;
-            cluster.slots.insert(id, Slot { config, node: Some(node) });
+            cluster.slots.insert(
+                id,
+                Slot {
+                    config,
+                    node: Some(node),
+                },
+            );
         }
         Ok(cluster)
     }
@@ -117,7 +134,13 @@ impl Cluster {
         }
     }
 
-    fn config_for(&self, id: u64, client: SocketAddr, peer: SocketAddr, members: Vec<InitialMember>) -> Config {
+    fn config_for(
+        &self,
+        id: u64,
+        client: SocketAddr,
+        peer: SocketAddr,
+        members: Vec<InitialMember>,
+    ) -> Config {
         Config {
             node_id: id,
             site: site_of(id),
@@ -142,7 +165,11 @@ impl Cluster {
     }
 
     pub fn running_ids(&self) -> Vec<u64> {
-        self.slots.iter().filter(|(_, s)| s.node.is_some()).map(|(id, _)| *id).collect()
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.node.is_some())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     pub fn node(&self, id: u64) -> &MetaNode {
@@ -153,7 +180,10 @@ impl Cluster {
     }
 
     pub fn client_addr(&self, id: u64) -> String {
-        self.slots.get(&id).map(|s| s.config.listen_client.clone()).unwrap_or_default()
+        self.slots
+            .get(&id)
+            .map(|s| s.config.listen_client.clone())
+            .unwrap_or_default()
     }
 
     pub fn data_dir(&self, id: u64) -> std::path::PathBuf {
@@ -184,13 +214,23 @@ impl Cluster {
             async move {
                 let client = TcpListener::bind(&c.listen_client).await.ok()?;
                 let peer = TcpListener::bind(&c.listen_peer).await.ok()?;
-                Some(Listeners { client, peer, metrics: None })
+                Some(Listeners {
+                    client,
+                    peer,
+                    metrics: None,
+                })
             }
         })
         .await?;
-        let node = MetaNode::start(config, listeners, StartOptions { faults: Some(self.faults.clone()) })
-            .await
-            .with_context(|| format!("restart node {id}"))?;
+        let node = MetaNode::start(
+            config,
+            listeners,
+            StartOptions {
+                faults: Some(self.faults.clone()),
+            },
+        )
+        .await
+        .with_context(|| format!("restart node {id}"))?;
         slot.node = Some(node);
         Ok(())
     }
@@ -203,11 +243,23 @@ impl Cluster {
         let config = self.config_for(id, client.local_addr()?, peer.local_addr()?, vec![]);
         let node = MetaNode::start(
             config.clone(),
-            Listeners { client, peer, metrics: None },
-            StartOptions { faults: Some(self.faults.clone()) },
+            Listeners {
+                client,
+                peer,
+                metrics: None,
+            },
+            StartOptions {
+                faults: Some(self.faults.clone()),
+            },
         )
         .await?;
-        self.slots.insert(id, Slot { config, node: Some(node) });
+        self.slots.insert(
+            id,
+            Slot {
+                config,
+                node: Some(node),
+            },
+        );
         Ok(())
     }
 
@@ -216,7 +268,8 @@ impl Cluster {
         let mut best: Option<(u64, u64)> = None; // (term, id)
         for id in self.running_ids() {
             let m = self.node(id).raft().metrics().borrow().clone();
-            if m.current_leader == Some(id) && best.map(|(t, _)| m.current_term > t).unwrap_or(true) {
+            if m.current_leader == Some(id) && best.map(|(t, _)| m.current_term > t).unwrap_or(true)
+            {
                 best = Some((m.current_term, id));
             }
         }
@@ -229,11 +282,19 @@ impl Cluster {
 
     /// Waits for a leader other than `old`.
     pub async fn wait_for_new_leader(&self, old: u64, timeout: Duration) -> anyhow::Result<u64> {
-        wait_until(timeout, "a new leader", || async { self.leader().filter(|l| *l != old) }).await
+        wait_until(timeout, "a new leader", || async {
+            self.leader().filter(|l| *l != old)
+        })
+        .await
     }
 
     /// Waits until node `id` has applied at least `revision`.
-    pub async fn wait_revision(&self, id: u64, revision: u64, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_revision(
+        &self,
+        id: u64,
+        revision: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let what = format!("node {id} to apply revision {revision}");
         wait_until(timeout, &what, || async {
             (self.node(id).core().sm.applied().revision >= revision).then_some(())
@@ -247,7 +308,11 @@ impl Cluster {
     }
 
     pub async fn client_with(&self, f: impl FnOnce(&mut ClientConfig)) -> anyhow::Result<Client> {
-        let eps: Vec<String> = self.running_ids().iter().map(|id| self.client_addr(*id)).collect();
+        let eps: Vec<String> = self
+            .running_ids()
+            .iter()
+            .map(|id| self.client_addr(*id))
+            .collect();
         let mut cfg = ClientConfig::new(eps);
         cfg.request_timeout = Duration::from_secs(5);
         cfg.total_timeout = Duration::from_secs(20);

@@ -24,7 +24,12 @@ async fn fresh_cluster_elects_one_leader_and_reports_three_sites() -> anyhow::Re
     let mut sites: Vec<_> = st.nodes.iter().map(|n| n.site.clone()).collect();
     sites.sort();
     assert_eq!(sites, ["site-a", "site-b", "site-c"]);
-    let leaders = st.nodes.iter().filter_map(|n| n.status.as_ref()).filter(|s| s.state == "leader").count();
+    let leaders = st
+        .nodes
+        .iter()
+        .filter_map(|n| n.status.as_ref())
+        .filter(|s| s.state == "leader")
+        .count();
     assert_eq!(leaders, 1, "exactly one node reports itself leader");
     cluster.shutdown().await;
     Ok(())
@@ -52,11 +57,21 @@ async fn leader_killed_new_leader_no_acknowledged_write_lost() -> anyhow::Result
         acked.push((key, i));
     }
     for (key, i) in &acked {
-        let got = client.register_get(key, ReadOptions::linearizable()).await?;
-        assert_eq!(got.value, Some(i.to_be_bytes().to_vec()), "acknowledged write {key} lost");
+        let got = client
+            .register_get(key, ReadOptions::linearizable())
+            .await?;
+        assert_eq!(
+            got.value,
+            Some(i.to_be_bytes().to_vec()),
+            "acknowledged write {key} lost"
+        );
     }
     cluster.restart(old).await?;
-    let rev = client.register_get("k0", ReadOptions::linearizable()).await?.header.revision;
+    let rev = client
+        .register_get("k0", ReadOptions::linearizable())
+        .await?
+        .header
+        .revision;
     cluster.wait_revision(old, rev, T).await?;
     cluster.shutdown().await;
     Ok(())
@@ -65,7 +80,11 @@ async fn leader_killed_new_leader_no_acknowledged_write_lost() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn minority_refuses_majority_writes_then_heals_and_catches_up() -> anyhow::Result<()> {
     init_logging();
-    let cluster = Cluster::builder().nodes(3).request_timeout_ms(1500).build().await?;
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .request_timeout_ms(1500)
+        .build()
+        .await?;
     let old = cluster.wait_for_leader(T).await?;
     let client = cluster.client().await?;
     client.register_put("x", b"before".to_vec()).await?;
@@ -74,14 +93,18 @@ async fn minority_refuses_majority_writes_then_heals_and_catches_up() -> anyhow:
     cluster.isolate(old);
     let new = cluster.wait_for_new_leader(old, T).await?;
     let majority: Vec<u64> = cluster.ids().into_iter().filter(|i| *i != old).collect();
-    let mcfg = majority.iter().map(|i| cluster.client_addr(*i)).collect::<Vec<_>>();
+    let mcfg = majority
+        .iter()
+        .map(|i| cluster.client_addr(*i))
+        .collect::<Vec<_>>();
     let maj = cluster
         .client_with(|c| {
             c.endpoints = mcfg;
         })
         .await?;
     for i in 0..20u32 {
-        maj.register_put("x", format!("during-{i}").into_bytes()).await?;
+        maj.register_put("x", format!("during-{i}").into_bytes())
+            .await?;
     }
     assert!(majority.contains(&new));
 
@@ -92,11 +115,16 @@ async fn minority_refuses_majority_writes_then_heals_and_catches_up() -> anyhow:
         })
         .await?
         .on_addr(&cluster.client_addr(old))?;
-    let read = minority.register_get("x", ReadOptions::linearizable()).await;
+    let read = minority
+        .register_get("x", ReadOptions::linearizable())
+        .await;
     match read {
         Ok(r) => panic!("isolated node served a linearizable read: {:?}", r.value),
         Err(e) => assert!(
-            matches!(e.code(), ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::NotLeader),
+            matches!(
+                e.code(),
+                ErrorCode::Unavailable | ErrorCode::Timeout | ErrorCode::NotLeader
+            ),
             "unexpected error kind {e}"
         ),
     }
@@ -104,16 +132,28 @@ async fn minority_refuses_majority_writes_then_heals_and_catches_up() -> anyhow:
     assert!(write.is_err(), "isolated node acknowledged a write");
 
     // A serializable read on the minority is allowed, and is stale.
-    let stale = minority.register_get("x", ReadOptions::serializable()).await?;
+    let stale = minority
+        .register_get("x", ReadOptions::serializable())
+        .await?;
     assert_eq!(stale.value.as_deref(), Some(&b"before"[..]));
 
     cluster.heal();
     let latest = maj.register_get("x", ReadOptions::linearizable()).await?;
-    cluster.wait_revision(old, latest.header.revision, T).await?;
-    let caught_up = cluster.client_for(old).await?.register_get("x", ReadOptions::serializable()).await?;
+    cluster
+        .wait_revision(old, latest.header.revision, T)
+        .await?;
+    let caught_up = cluster
+        .client_for(old)
+        .await?
+        .register_get("x", ReadOptions::serializable())
+        .await?;
     assert_eq!(caught_up.value.as_deref(), Some(&b"during-19"[..]));
     let final_value = maj.register_get("x", ReadOptions::linearizable()).await?;
-    assert_ne!(final_value.value.as_deref(), Some(&b"from-minority"[..]), "a refused write surfaced");
+    assert_ne!(
+        final_value.value.as_deref(),
+        Some(&b"from-minority"[..]),
+        "a refused write surfaced"
+    );
     cluster.shutdown().await;
     Ok(())
 }
@@ -135,8 +175,11 @@ async fn whole_cluster_restart_keeps_state_without_replaying_the_log() -> anyhow
     for id in cluster.ids() {
         cluster.wait_revision(id, before, T).await?;
     }
-    let applied_before: Vec<u64> =
-        cluster.ids().iter().map(|id| cluster.node(*id).core().sm.applied().log_index).collect();
+    let applied_before: Vec<u64> = cluster
+        .ids()
+        .iter()
+        .map(|id| cluster.node(*id).core().sm.applied().log_index)
+        .collect();
     for id in cluster.ids() {
         cluster.stop(id).await;
     }
@@ -146,16 +189,30 @@ async fn whole_cluster_restart_keeps_state_without_replaying_the_log() -> anyhow
     // Applied state is read from sm.redb at open: nothing below it is replayed.
     for (i, id) in cluster.ids().into_iter().enumerate() {
         let n = cluster.node(id).core();
-        assert!(n.sm.applied().log_index >= applied_before[i], "node {id} lost applied state");
+        assert!(
+            n.sm.applied().log_index >= applied_before[i],
+            "node {id} lost applied state"
+        );
     }
     cluster.wait_for_leader(T).await?;
     let client = cluster.client().await?;
-    let got = client.register_get("counter", ReadOptions::linearizable()).await?;
+    let got = client
+        .register_get("counter", ReadOptions::linearizable())
+        .await?;
     assert_eq!(got.value, Some(300i64.to_be_bytes().to_vec()));
-    assert_eq!(client.register_get("p250", ReadOptions::linearizable()).await?.value, Some(vec![250u8]));
+    assert_eq!(
+        client
+            .register_get("p250", ReadOptions::linearizable())
+            .await?
+            .value,
+        Some(vec![250u8])
+    );
     for id in cluster.ids() {
         let replayed = cluster.node(id).core().sm.applied_since_open();
-        assert!(replayed < 20, "node {id} re-applied {replayed} entries after restart (log had ~310)");
+        assert!(
+            replayed < 20,
+            "node {id} re-applied {replayed} entries after restart (log had ~310)"
+        );
     }
     cluster.shutdown().await;
     Ok(())

@@ -12,11 +12,17 @@ const T: Duration = Duration::from_secs(30);
 async fn learner_catches_up_by_snapshot_is_promoted_and_a_node_is_removed() -> anyhow::Result<()> {
     init_logging();
     // Snapshot every 100 entries, keep only 10 behind it: a new node cannot get the log.
-    let mut cluster = Cluster::builder().nodes(3).snapshots(100, 10).build().await?;
+    let mut cluster = Cluster::builder()
+        .nodes(3)
+        .snapshots(100, 10)
+        .build()
+        .await?;
     let leader = cluster.wait_for_leader(T).await?;
     let client = cluster.client().await?;
     for i in 0..400u32 {
-        client.register_put(&format!("k{}", i % 37), i.to_be_bytes().to_vec()).await?;
+        client
+            .register_put(&format!("k{}", i % 37), i.to_be_bytes().to_vec())
+            .await?;
     }
     let purged = wait_until(T, "leader to purge its log behind a snapshot", || async {
         let m = cluster.node(leader).raft().metrics().borrow().clone();
@@ -27,21 +33,45 @@ async fn learner_catches_up_by_snapshot_is_promoted_and_a_node_is_removed() -> a
     cluster.start_new_node(4).await?;
     let addr4 = cluster.node(4).client_addr().to_string();
     let peer4 = cluster.node(4).peer_addr().to_string();
-    client.add_learner(4, "site-a", &peer4, &addr4, true).await?;
+    client
+        .add_learner(4, "site-a", &peer4, &addr4, true)
+        .await?;
 
-    let latest = client.register_get("k0", ReadOptions::linearizable()).await?.header.revision;
+    let latest = client
+        .register_get("k0", ReadOptions::linearizable())
+        .await?
+        .header
+        .revision;
     cluster.wait_revision(4, latest, T).await?;
     let snap = cluster.node(4).core().sm.current_snapshot_index();
-    assert!(snap > 0, "learner must have installed a snapshot (log purged up to {purged})");
+    assert!(
+        snap > 0,
+        "learner must have installed a snapshot (log purged up to {purged})"
+    );
     let n4 = cluster.node(4).core();
-    assert!(n4.sm.applied_since_open() < 400, "learner replayed the whole history instead of a snapshot");
+    assert!(
+        n4.sm.applied_since_open() < 400,
+        "learner replayed the whole history instead of a snapshot"
+    );
 
     let after = client.promote_learner(4).await?;
-    let voters: Vec<u64> = after.members.iter().filter(|m| m.role == 1).map(|m| m.id).collect();
-    assert!(voters.contains(&4), "node 4 is a voter after promotion: {voters:?}");
+    let voters: Vec<u64> = after
+        .members
+        .iter()
+        .filter(|m| m.role == 1)
+        .map(|m| m.id)
+        .collect();
+    assert!(
+        voters.contains(&4),
+        "node 4 is a voter after promotion: {voters:?}"
+    );
 
     // Remove a follower (not the leader) and check the member list.
-    let victim = cluster.ids().into_iter().find(|id| *id != leader && *id != 4).unwrap_or(3);
+    let victim = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader && *id != 4)
+        .unwrap_or(3);
     let after = client.remove_member(victim).await?;
     assert!(after.members.iter().all(|m| m.id != victim));
     cluster.stop(victim).await;

@@ -20,7 +20,11 @@ async fn write_with_lost_reply_retried_after_leader_change_applies_once() -> any
     let seq = client.next_seq();
     let first = pinned.register_incr_with_seq("n", 1, seq).await;
     let err = first.expect_err("the reply was injected as lost");
-    assert_eq!(err.code(), ErrorCode::Ambiguous, "a lost reply is ambiguous, never failed: {err}");
+    assert_eq!(
+        err.code(),
+        ErrorCode::Ambiguous,
+        "a lost reply is ambiguous, never failed: {err}"
+    );
 
     cluster.stop(leader).await;
     let new = cluster.wait_for_new_leader(leader, T).await?;
@@ -34,9 +38,18 @@ async fn write_with_lost_reply_retried_after_leader_change_applies_once() -> any
         .await?;
     let retry = client2.register_incr_with_seq("n", 1, seq).await?;
     assert_eq!(retry.value, 1, "the retry returns the first outcome");
-    let got = client2.register_get("n", ReadOptions::linearizable()).await?;
-    assert_eq!(got.value, Some(1i64.to_be_bytes().to_vec()), "applied exactly once");
-    assert_eq!(got.mod_revision, retry.header.revision, "the retry's reply is the original one");
+    let got = client2
+        .register_get("n", ReadOptions::linearizable())
+        .await?;
+    assert_eq!(
+        got.value,
+        Some(1i64.to_be_bytes().to_vec()),
+        "applied exactly once"
+    );
+    assert_eq!(
+        got.mod_revision, retry.header.revision,
+        "the retry's reply is the original one"
+    );
     // A new seq applies again.
     let next = client2.register_incr("n", 1).await?;
     assert_eq!(next.value, 2);
@@ -51,13 +64,25 @@ async fn linearizable_read_on_follower_sees_write_acknowledged_by_leader() -> an
     let leader = cluster.wait_for_leader(T).await?;
     let writer = cluster.client_for(leader).await?;
     let followers: Vec<u64> = cluster.ids().into_iter().filter(|i| *i != leader).collect();
-    let readers = [cluster.client_for(followers[0]).await?, cluster.client_for(followers[1]).await?];
+    let readers = [
+        cluster.client_for(followers[0]).await?,
+        cluster.client_for(followers[1]).await?,
+    ];
     for i in 0..100u32 {
         let v = i.to_be_bytes().to_vec();
         writer.register_put("reg", v.clone()).await?;
-        let r = readers[(i % 2) as usize].register_get("reg", ReadOptions::linearizable()).await?;
-        assert_eq!(r.value, Some(v), "follower read #{i} missed the acknowledged write");
-        assert_ne!(r.header.node_id, leader, "read must be served by the follower");
+        let r = readers[(i % 2) as usize]
+            .register_get("reg", ReadOptions::linearizable())
+            .await?;
+        assert_eq!(
+            r.value,
+            Some(v),
+            "follower read #{i} missed the acknowledged write"
+        );
+        assert_ne!(
+            r.header.node_id, leader,
+            "read must be served by the follower"
+        );
     }
     cluster.shutdown().await;
     Ok(())
@@ -82,7 +107,10 @@ async fn concurrent_linearizable_reads_share_read_index_rounds() -> anyhow::Resu
     }
     let rounds = m.read_index_batch.get_sample_count() - rounds_before;
     assert!(rounds > 0);
-    assert!(rounds < reads, "{reads} concurrent reads took {rounds} read-index rounds: not coalesced");
+    assert!(
+        rounds < reads,
+        "{reads} concurrent reads took {rounds} read-index rounds: not coalesced"
+    );
     cluster.shutdown().await;
     Ok(())
 }
@@ -94,13 +122,22 @@ async fn min_revision_read_waits_for_the_revision_on_any_node() -> anyhow::Resul
     let leader = cluster.wait_for_leader(T).await?;
     let client = cluster.client().await?;
     for id in cluster.ids() {
-        let w = client.register_put("ryw", id.to_be_bytes().to_vec()).await?;
+        let w = client
+            .register_put("ryw", id.to_be_bytes().to_vec())
+            .await?;
         let on = cluster.client_for(id).await?;
         let r = on
-            .register_get("ryw", ReadOptions::serializable().min_revision(w.header.revision))
+            .register_get(
+                "ryw",
+                ReadOptions::serializable().min_revision(w.header.revision),
+            )
             .await?;
         assert!(r.header.revision >= w.header.revision);
-        assert_eq!(r.value, Some(id.to_be_bytes().to_vec()), "read-your-writes on node {id}");
+        assert_eq!(
+            r.value,
+            Some(id.to_be_bytes().to_vec()),
+            "read-your-writes on node {id}"
+        );
     }
     // A revision far in the future times out with TIMEOUT rather than returning old state.
     let far = cluster
@@ -124,28 +161,52 @@ async fn requests_over_limits_get_invalid_argument_and_change_nothing() -> anyho
     let cluster = Cluster::builder().nodes(3).build().await?;
     let leader = cluster.wait_for_leader(T).await?;
     let client = cluster.client().await?;
-    let base = client.register_put("ok", b"1".to_vec()).await?.header.revision;
+    let base = client
+        .register_put("ok", b"1".to_vec())
+        .await?
+        .header
+        .revision;
 
     let long_key = "k".repeat(257);
-    let e = client.register_put(&long_key, b"x".to_vec()).await.expect_err("key over 256 bytes");
+    let e = client
+        .register_put(&long_key, b"x".to_vec())
+        .await
+        .expect_err("key over 256 bytes");
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
     assert!(e.message().contains("key"), "error names the field: {e}");
 
-    let e = client.register_put("big", vec![0u8; 64 * 1024 + 1]).await.expect_err("value over 64 KiB");
+    let e = client
+        .register_put("big", vec![0u8; 64 * 1024 + 1])
+        .await
+        .expect_err("value over 64 KiB");
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
-    assert!(e.message().contains("value") && e.message().contains("65536"), "{e}");
+    assert!(
+        e.message().contains("value") && e.message().contains("65536"),
+        "{e}"
+    );
 
     // Exactly at the limits is accepted.
-    client.register_put(&"k".repeat(256), vec![0u8; 64 * 1024]).await?;
+    client
+        .register_put(&"k".repeat(256), vec![0u8; 64 * 1024])
+        .await?;
 
     // A bad client_id goes straight to the wire: the server must refuse it.
-    let raw = cluster.client_with(|c| c.client_id = Some("x".repeat(65))).await;
+    let raw = cluster
+        .client_with(|c| c.client_id = Some("x".repeat(65)))
+        .await;
     if let Ok(raw) = raw {
-        let e = raw.register_put("cid", b"x".to_vec()).await.expect_err("client_id over 64 bytes");
+        let e = raw
+            .register_put("cid", b"x".to_vec())
+            .await
+            .expect_err("client_id over 64 bytes");
         assert_eq!(e.code(), ErrorCode::InvalidArgument);
     }
 
-    let after = client.register_get("ok", ReadOptions::linearizable()).await?.header.revision;
+    let after = client
+        .register_get("ok", ReadOptions::linearizable())
+        .await?
+        .header
+        .revision;
     assert_eq!(after, base + 1, "only the at-limit write changed state");
     let _ = leader;
     cluster.shutdown().await;

@@ -37,8 +37,14 @@ pub(crate) async fn instrumented<T>(
         Ok(_) => "OK",
         Err(e) => e.name(),
     };
-    core.metrics.grpc_requests.with_label_values(&[method, code]).inc();
-    core.metrics.grpc_seconds.with_label_values(&[method]).observe(started.elapsed().as_secs_f64());
+    core.metrics
+        .grpc_requests
+        .with_label_values(&[method, code])
+        .inc();
+    core.metrics
+        .grpc_seconds
+        .with_label_values(&[method])
+        .observe(started.elapsed().as_secs_f64());
     if let Err(e) = &res {
         tracing::debug!(method, code, error = %e, "request failed");
     }
@@ -58,8 +64,12 @@ pub fn router(core: Arc<NodeCore>) -> Router {
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tokio::spawn(async move {
-        reporter.set_serving::<ClusterServer<cluster::ClusterApi>>().await;
-        reporter.set_serving::<RegisterServer<register::RegisterApi>>().await;
+        reporter
+            .set_serving::<ClusterServer<cluster::ClusterApi>>()
+            .await;
+        reporter
+            .set_serving::<RegisterServer<register::RegisterApi>>()
+            .await;
     });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(metad_proto::FILE_DESCRIPTOR_SET)
@@ -68,7 +78,10 @@ pub fn router(core: Arc<NodeCore>) -> Router {
     let mut builder = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .concurrency_limit_per_connection(1024);
-    let router = builder.add_service(health).add_service(cluster).add_service(register);
+    let router = builder
+        .add_service(health)
+        .add_service(cluster)
+        .add_service(register);
     match reflection {
         Ok(r) => router.add_service(r),
         Err(e) => {

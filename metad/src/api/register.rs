@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use metad_proto::internal::v1::register_server::Register;
-use metad_proto::internal::v1::{GetRequest, GetResponse, IncrRequest, IncrResponse, PutRequest, PutResponse};
+use metad_proto::internal::v1::{
+    GetRequest, GetResponse, IncrRequest, IncrResponse, PutRequest, PutResponse,
+};
 use metad_proto::raft::v1::{command::Op, reply, Command, RegisterIncr, RegisterPut, Reply};
 use metad_proto::v1::{ResponseHeader, WriteHeader};
 use metad_proto::ErrorCode;
@@ -35,14 +37,24 @@ impl RegisterApi {
     /// Proposes and unwraps the state machine's reply (refusals become errors).
     async fn write(&self, header: Option<WriteHeader>, op: Op) -> Result<Reply, NodeError> {
         let h = header.ok_or_else(|| NodeError::InvalidArgument("header: required".into()))?;
-        let cmd = Command { client_id: h.client_id, seq: h.seq, leader_time_ms: 0, op: Some(op) };
+        let cmd = Command {
+            client_id: h.client_id,
+            seq: h.seq,
+            leader_time_ms: 0,
+            op: Some(op),
+        };
         let (reply, _) = self.core.write(cmd).await?;
         if self.core.faults.take_lost_reply(self.core.id) {
-            return Err(NodeError::Ambiguous("injected fault: reply lost after apply".into()));
+            return Err(NodeError::Ambiguous(
+                "injected fault: reply lost after apply".into(),
+            ));
         }
         if let Some(reply::Result::Error(e)) = &reply.result {
             let code = e.code.parse().unwrap_or(ErrorCode::Internal);
-            return Err(NodeError::Refused { code, message: e.message.clone() });
+            return Err(NodeError::Refused {
+                code,
+                message: e.message.clone(),
+            });
         }
         Ok(reply)
     }
@@ -64,12 +76,23 @@ impl Register for RegisterApi {
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let r = req.into_inner();
         instrumented(&self.core, "Register/Put", async {
-            let reply = self.write(r.header, Op::RegisterPut(RegisterPut { key: r.key, value: r.value })).await?;
+            let reply = self
+                .write(
+                    r.header,
+                    Op::RegisterPut(RegisterPut {
+                        key: r.key,
+                        value: r.value,
+                    }),
+                )
+                .await?;
             let prev_value = match reply.result {
                 Some(reply::Result::RegisterPut(p)) => p.prev_value,
                 _ => return Err(NodeError::Internal("reply kind mismatch".into())),
             };
-            Ok(Response::new(PutResponse { header: self.header(reply.revision), prev_value }))
+            Ok(Response::new(PutResponse {
+                header: self.header(reply.revision),
+                prev_value,
+            }))
         })
         .await
     }
@@ -77,12 +100,23 @@ impl Register for RegisterApi {
     async fn incr(&self, req: Request<IncrRequest>) -> Result<Response<IncrResponse>, Status> {
         let r = req.into_inner();
         instrumented(&self.core, "Register/Incr", async {
-            let reply = self.write(r.header, Op::RegisterIncr(RegisterIncr { key: r.key, delta: r.delta })).await?;
+            let reply = self
+                .write(
+                    r.header,
+                    Op::RegisterIncr(RegisterIncr {
+                        key: r.key,
+                        delta: r.delta,
+                    }),
+                )
+                .await?;
             let value = match reply.result {
                 Some(reply::Result::RegisterIncr(p)) => p.value,
                 _ => return Err(NodeError::Internal("reply kind mismatch".into())),
             };
-            Ok(Response::new(IncrResponse { header: self.header(reply.revision), value }))
+            Ok(Response::new(IncrResponse {
+                header: self.header(reply.revision),
+                value,
+            }))
         })
         .await
     }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use metad_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use metad_proto::raft::v1::{ForwardRequest, Payload, ReadIndexRequest};
 use metad_proto::ErrorDetails;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -39,11 +41,19 @@ struct Msg(String);
 
 impl PeerClient {
     pub fn new(self_id: NodeId, faults: Arc<FaultInjector>, metrics: Arc<Metrics>) -> Self {
-        PeerClient { self_id, faults, metrics, channels: Arc::default() }
+        PeerClient {
+            self_id,
+            faults,
+            metrics,
+            channels: Arc::default(),
+        }
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let mut map = self.channels.lock().map_err(|_| "channel map poisoned".to_string())?;
+        let mut map = self
+            .channels
+            .lock()
+            .map_err(|_| "channel map poisoned".to_string())?;
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
@@ -68,11 +78,19 @@ impl PeerClient {
     }
 
     fn count(&self, rpc: &str, ok: bool) {
-        self.metrics.peer_rpcs.with_label_values(&[rpc, if ok { "ok" } else { "error" }]).inc();
+        self.metrics
+            .peer_rpcs
+            .with_label_values(&[rpc, if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     /// Asks the leader `to` for a read index (a quorum-confirmed commit index).
-    pub async fn read_index(&self, to: NodeId, node: &NodeInfo, timeout: Duration) -> Result<u64, NodeError> {
+    pub async fn read_index(
+        &self,
+        to: NodeId,
+        node: &NodeInfo,
+        timeout: Duration,
+    ) -> Result<u64, NodeError> {
         self.faults
             .before_send(self.self_id, to)
             .await
@@ -113,7 +131,9 @@ impl PeerClient {
                 Ok((r.reply, r.log_index))
             }
             Ok(Err(st)) => Err(remote_error(&st, true)),
-            Err(_) => Err(NodeError::Ambiguous(format!("forwarded write to leader {to} timed out"))),
+            Err(_) => Err(NodeError::Ambiguous(format!(
+                "forwarded write to leader {to} timed out"
+            ))),
         }
     }
 }
@@ -121,7 +141,11 @@ impl PeerClient {
 /// An error status from a peer: metad errors keep their code; transport failures are
 /// ambiguous for writes (the request may have been delivered) and unavailable for reads.
 fn remote_error(st: &tonic::Status, is_write: bool) -> NodeError {
-    if st.metadata().get(metad_proto::error::MD_ERROR_CODE).is_some() {
+    if st
+        .metadata()
+        .get(metad_proto::error::MD_ERROR_CODE)
+        .is_some()
+    {
         return NodeError::from_details(ErrorDetails::from_status(st));
     }
     if is_write {
@@ -147,7 +171,11 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerConn;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerConn {
-        PeerConn { client: self.client.clone(), target, addr: node.peer_addr.clone() }
+        PeerConn {
+            client: self.client.clone(),
+            target,
+            addr: node.peer_addr.clone(),
+        }
     }
 }
 
@@ -165,7 +193,12 @@ impl PeerConn {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        if let Err(e) = self.client.faults.before_send(self.client.self_id, self.target).await {
+        if let Err(e) = self
+            .client
+            .faults
+            .before_send(self.client.self_id, self.target)
+            .await
+        {
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         }
         let data = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -185,7 +218,11 @@ impl PeerConn {
         let res = tokio::time::timeout(timeout, fut).await;
         self.client.count(rpc, matches!(res, Ok(Ok(_))));
         let resp = match res {
-            Err(_) => return Err(RPCError::Network(NetworkError::new(&Msg(format!("{rpc} timed out"))))),
+            Err(_) => {
+                return Err(RPCError::Network(NetworkError::new(&Msg(format!(
+                    "{rpc} timed out"
+                )))))
+            }
             Ok(Err(st)) if st.code() == tonic::Code::Unavailable => {
                 return Err(RPCError::Unreachable(Unreachable::new(&st)))
             }

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use metad_proto::raft::v1::raft_peer_server::RaftPeer;
-use metad_proto::raft::v1::{Command, ForwardRequest, ForwardResponse, Payload, ReadIndexRequest, ReadIndexResponse};
+use metad_proto::raft::v1::{
+    Command, ForwardRequest, ForwardResponse, Payload, ReadIndexRequest, ReadIndexResponse,
+};
 use prost::Message;
 use serde::{de::DeserializeOwned, Serialize};
 use tonic::{Request, Response, Status};
@@ -24,14 +26,21 @@ impl PeerService {
 }
 
 fn decode<T: DeserializeOwned>(p: &Payload) -> Result<T, Status> {
-    codec::decode(&p.data)
-        .map_err(|e| NodeError::InvalidArgument(format!("peer payload: {e}")).details().to_status())
+    codec::decode(&p.data).map_err(|e| {
+        NodeError::InvalidArgument(format!("peer payload: {e}"))
+            .details()
+            .to_status()
+    })
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Response<Payload>, Status> {
     codec::encode(v)
         .map(|data| Response::new(Payload { data }))
-        .map_err(|e| NodeError::Internal(format!("encode peer reply: {e}")).details().to_status())
+        .map_err(|e| {
+            NodeError::Internal(format!("encode peer reply: {e}"))
+                .details()
+                .to_status()
+        })
 }
 
 #[tonic::async_trait]
@@ -55,16 +64,34 @@ impl RaftPeer for PeerService {
         &self,
         _req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        let idx = self.core.leader_read_index().await.map_err(|e| e.details().to_status())?;
-        Ok(Response::new(ReadIndexResponse { read_index: idx, leader_id: self.core.id }))
+        let idx = self
+            .core
+            .leader_read_index()
+            .await
+            .map_err(|e| e.details().to_status())?;
+        Ok(Response::new(ReadIndexResponse {
+            read_index: idx,
+            leader_id: self.core.id,
+        }))
     }
 
-    async fn forward(&self, req: Request<ForwardRequest>) -> Result<Response<ForwardResponse>, Status> {
+    async fn forward(
+        &self,
+        req: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
         let cmd = Command::decode(req.get_ref().command.as_slice()).map_err(|e| {
-            NodeError::InvalidArgument(format!("forwarded command: {e}")).details().to_status()
+            NodeError::InvalidArgument(format!("forwarded command: {e}"))
+                .details()
+                .to_status()
         })?;
-        let (reply, log_index) =
-            self.core.propose_local(cmd).await.map_err(|e| e.details().to_status())?;
-        Ok(Response::new(ForwardResponse { reply: reply.encode_to_vec(), log_index }))
+        let (reply, log_index) = self
+            .core
+            .propose_local(cmd)
+            .await
+            .map_err(|e| e.details().to_status())?;
+        Ok(Response::new(ForwardResponse {
+            reply: reply.encode_to_vec(),
+            log_index,
+        }))
     }
 }

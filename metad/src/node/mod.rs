@@ -54,7 +54,11 @@ impl Listeners {
                     .map_err(|e| ctx("listen_metrics", &config.listen_metrics, e))?,
             )
         };
-        Ok(Listeners { client, peer, metrics })
+        Ok(Listeners {
+            client,
+            peer,
+            metrics,
+        })
     }
 }
 
@@ -94,15 +98,22 @@ impl NodeCore {
 
     pub fn not_leader(&self) -> NodeError {
         match self.leader() {
-            Some((id, info)) if id != self.id => {
-                NodeError::NotLeader { leader_id: Some(id), leader_addr: Some(info.client_addr) }
-            }
-            _ => NodeError::NotLeader { leader_id: None, leader_addr: None },
+            Some((id, info)) if id != self.id => NodeError::NotLeader {
+                leader_id: Some(id),
+                leader_addr: Some(info.client_addr),
+            },
+            _ => NodeError::NotLeader {
+                leader_id: None,
+                leader_addr: None,
+            },
         }
     }
 
     /// Waits (bounded) until some leader is known.
-    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<(NodeId, NodeInfo), NodeError> {
+    pub async fn wait_for_leader(
+        &self,
+        timeout: Duration,
+    ) -> Result<(NodeId, NodeInfo), NodeError> {
         let mut rx = self.raft.metrics();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -134,25 +145,39 @@ pub struct MetaNode {
 }
 
 impl MetaNode {
-    pub async fn start(config: Config, listeners: Listeners, opts: StartOptions) -> Result<MetaNode, NodeError> {
-        config.validate().map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
-        let raft_config = config.openraft_config().map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+    pub async fn start(
+        config: Config,
+        listeners: Listeners,
+        opts: StartOptions,
+    ) -> Result<MetaNode, NodeError> {
+        config
+            .validate()
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+        let raft_config = config
+            .openraft_config()
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
         let id = config.node_id;
-        let metrics = Arc::new(Metrics::new(id).map_err(|e| NodeError::Internal(format!("metrics: {e}")))?);
+        let metrics =
+            Arc::new(Metrics::new(id).map_err(|e| NodeError::Internal(format!("metrics: {e}")))?);
         let (log, sm) = store::open(&DataDir::new(&config.data_dir)).await?;
         let faults = opts.faults.unwrap_or_default();
         let peers = PeerClient::new(id, faults.clone(), metrics.clone());
         let raft = Raft::new(
             id,
             Arc::new(raft_config),
-            PeerNetwork { client: peers.clone() },
+            PeerNetwork {
+                client: peers.clone(),
+            },
             log.clone(),
             sm.clone(),
         )
         .await
         .map_err(|e| NodeError::Internal(format!("raft start: {e}")))?;
 
-        let local = |l: &TcpListener| l.local_addr().map_err(|e| NodeError::Internal(e.to_string()));
+        let local = |l: &TcpListener| {
+            l.local_addr()
+                .map_err(|e| NodeError::Internal(e.to_string()))
+        };
         let client_addr = local(&listeners.client)?;
         let peer_addr = local(&listeners.peer)?;
         let metrics_addr = match &listeners.metrics {
@@ -161,8 +186,14 @@ impl MetaNode {
         };
         let info = NodeInfo {
             site: config.site.clone(),
-            peer_addr: config.advertise_peer.clone().unwrap_or_else(|| peer_addr.to_string()),
-            client_addr: config.advertise_client.clone().unwrap_or_else(|| client_addr.to_string()),
+            peer_addr: config
+                .advertise_peer
+                .clone()
+                .unwrap_or_else(|| peer_addr.to_string()),
+            client_addr: config
+                .advertise_client
+                .clone()
+                .unwrap_or_else(|| client_addr.to_string()),
         };
         let core = Arc::new_cyclic(|weak| NodeCore {
             id,
@@ -187,14 +218,19 @@ impl MetaNode {
         let rx = stop_rx.clone();
         let client_incoming = TcpListenerStream::new(listeners.client);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = client_router.serve_with_incoming_shutdown(client_incoming, signal(rx)).await {
+            if let Err(e) = client_router
+                .serve_with_incoming_shutdown(client_incoming, signal(rx))
+                .await
+            {
                 tracing::error!(error = %e, "client API server failed");
             }
         }));
 
-        let peer_svc = metad_proto::raft::v1::raft_peer_server::RaftPeerServer::new(PeerService::new(core.clone()))
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
+        let peer_svc = metad_proto::raft::v1::raft_peer_server::RaftPeerServer::new(
+            PeerService::new(core.clone()),
+        )
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
         let rx = stop_rx.clone();
         let peer_incoming = TcpListenerStream::new(listeners.peer);
         tasks.push(tokio::spawn(async move {
@@ -212,13 +248,27 @@ impl MetaNode {
 
         if let Some(l) = listeners.metrics {
             let rx = stop_rx.clone();
-            tasks.push(tokio::spawn(status::serve_metrics(core.clone(), l, signal(rx))));
+            tasks.push(tokio::spawn(status::serve_metrics(
+                core.clone(),
+                l,
+                signal(rx),
+            )));
         }
-        tasks.push(tokio::spawn(status::track_metrics(core.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(status::track_metrics(
+            core.clone(),
+            stop_rx.clone(),
+        )));
 
         bootstrap(&core).await?;
         tracing::info!(node_id = id, site = %core.info.site, client = %client_addr, peer = %peer_addr, "metad node started");
-        Ok(MetaNode { core, client_addr, peer_addr, metrics_addr, stop, tasks })
+        Ok(MetaNode {
+            core,
+            client_addr,
+            peer_addr,
+            metrics_addr,
+            stop,
+            tasks,
+        })
     }
 
     pub fn id(&self) -> NodeId {
@@ -254,7 +304,10 @@ impl MetaNode {
         let _ = self.stop.send(true);
         for t in self.tasks {
             let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(3), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(3), t)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -270,11 +323,17 @@ impl MetaNode {
 /// re-initialises).
 async fn bootstrap(core: &NodeCore) -> Result<(), NodeError> {
     let members = &core.config.initial_cluster;
-    let Some(first) = members.iter().map(|m| m.id).min() else { return Ok(()) };
+    let Some(first) = members.iter().map(|m| m.id).min() else {
+        return Ok(());
+    };
     if first != core.id {
         return Ok(());
     }
-    let initialized = core.raft.is_initialized().await.map_err(|e| NodeError::Internal(e.to_string()))?;
+    let initialized = core
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
     if initialized {
         tracing::info!("raft state present; not re-initialising");
         return Ok(());
@@ -285,7 +344,9 @@ async fn bootstrap(core: &NodeCore) -> Result<(), NodeError> {
             tracing::info!(members = members.len(), "initialised new cluster");
             Ok(())
         }
-        Err(openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::InitializeError::NotAllowed(_),
+        )) => Ok(()),
         Err(e) => Err(NodeError::Internal(format!("initialise cluster: {e}"))),
     }
 }

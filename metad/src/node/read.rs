@@ -35,7 +35,9 @@ impl ReadBatcher {
                 let Some(core) = core.upgrade() else { break };
                 let started = Instant::now();
                 let r = core.read_index_round().await;
-                core.metrics.read_index_seconds.observe(started.elapsed().as_secs_f64());
+                core.metrics
+                    .read_index_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 core.metrics.read_index_batch.observe(waiters.len() as f64);
                 drop(core);
                 for w in waiters {
@@ -68,9 +70,9 @@ impl NodeCore {
                     leader_addr: f.leader_node.map(|n| n.client_addr),
                 })
             }
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
-                Err(NodeError::Unavailable(format!("leader cannot reach a quorum: {e}")))
-            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => Err(
+                NodeError::Unavailable(format!("leader cannot reach a quorum: {e}")),
+            ),
             Ok(Err(RaftError::Fatal(_))) => Err(NodeError::ShuttingDown),
             Err(_) => Err(NodeError::Unavailable(format!(
                 "leadership not confirmed by a quorum within {} ms",
@@ -89,7 +91,10 @@ impl NodeCore {
 
     async fn coalesced_read_index(&self) -> Result<u64, NodeError> {
         let (tx, rx) = oneshot::channel();
-        self.reads.tx.send(tx).map_err(|_| NodeError::ShuttingDown)?;
+        self.reads
+            .tx
+            .send(tx)
+            .map_err(|_| NodeError::ShuttingDown)?;
         rx.await.map_err(|_| NodeError::ShuttingDown)?
     }
 
@@ -97,11 +102,21 @@ impl NodeCore {
     /// Returns the revision the read will observe at least.
     pub async fn read_barrier(&self, opts: Option<&ReadOptions>) -> Result<(), NodeError> {
         let deadline = Instant::now() + self.config.request_timeout();
-        let consistency = opts.map(|o| o.consistency()).unwrap_or(Consistency::Linearizable);
+        let consistency = opts
+            .map(|o| o.consistency())
+            .unwrap_or(Consistency::Linearizable);
         let min_revision = opts.map(|o| o.min_revision).unwrap_or(0);
-        if matches!(consistency, Consistency::Linearizable | Consistency::Unspecified) {
+        if matches!(
+            consistency,
+            Consistency::Linearizable | Consistency::Unspecified
+        ) {
             let idx = self.coalesced_read_index().await?;
-            self.wait_applied(deadline, |a| a.log_index >= idx, || format!("log index {idx}")).await?;
+            self.wait_applied(
+                deadline,
+                |a| a.log_index >= idx,
+                || format!("log index {idx}"),
+            )
+            .await?;
         }
         if min_revision > 0 {
             self.wait_applied(
@@ -122,7 +137,9 @@ impl NodeCore {
     ) -> Result<(), NodeError> {
         let mut rx = self.sm.subscribe();
         let left = deadline.saturating_duration_since(Instant::now());
-        let res = tokio::time::timeout(left, rx.wait_for(|a| ok(a))).await.map(|r| r.map(|_| ()));
+        let res = tokio::time::timeout(left, rx.wait_for(|a| ok(a)))
+            .await
+            .map(|r| r.map(|_| ()));
         match res {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(NodeError::ShuttingDown),

@@ -54,9 +54,12 @@ pub(super) async fn track_metrics(core: Arc<NodeCore>, mut stop: watch::Receiver
             let m = rx.borrow_and_update().clone();
             let g = &core.metrics;
             g.raft_term.set(m.current_term as i64);
-            g.raft_is_leader.set((m.current_leader == Some(core.id)) as i64);
-            g.raft_last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
-            g.raft_applied_index.set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
+            g.raft_is_leader
+                .set((m.current_leader == Some(core.id)) as i64);
+            g.raft_last_log_index
+                .set(m.last_log_index.unwrap_or(0) as i64);
+            g.raft_applied_index
+                .set(m.last_applied.map(|l| l.index).unwrap_or(0) as i64);
             g.raft_commit_index.set(core.log.committed_index() as i64);
             g.sm_revision.set(core.sm.applied().revision as i64);
             if m.current_leader != last_leader && m.current_leader.is_some() {
@@ -100,7 +103,10 @@ pub(super) async fn serve_metrics(
             }),
         )
         .route("/health", get(|| async { "ok\n" }));
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
         tracing::error!(error = %e, "metrics server failed");
     }
 }

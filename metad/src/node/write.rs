@@ -15,7 +15,10 @@ use crate::error::NodeError;
 use crate::types::LogCommand;
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl NodeCore {
@@ -27,7 +30,9 @@ impl NodeCore {
         let res = tokio::time::timeout(timeout, self.raft.client_write(LogCommand(cmd))).await;
         match res {
             Ok(Ok(resp)) => {
-                self.metrics.proposal_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .proposal_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 Ok((resp.data.0, resp.log_id.index))
             }
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
@@ -36,9 +41,9 @@ impl NodeCore {
                     leader_addr: f.leader_node.map(|n| n.client_addr),
                 })
             }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(NodeError::Internal(format!("unexpected membership error on write: {e}")))
-            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Err(
+                NodeError::Internal(format!("unexpected membership error on write: {e}")),
+            ),
             Ok(Err(RaftError::Fatal(e))) => {
                 tracing::warn!(error = %e, "write failed: raft stopped");
                 Err(NodeError::ShuttingDown)
@@ -62,7 +67,11 @@ impl NodeCore {
             let res = if leader_id == self.id {
                 self.propose_local(cmd.clone()).await
             } else {
-                match self.peers.forward(leader_id, &leader, cmd.encode_to_vec(), timeout).await {
+                match self
+                    .peers
+                    .forward(leader_id, &leader, cmd.encode_to_vec(), timeout)
+                    .await
+                {
                     Ok((bytes, idx)) => Reply::decode(bytes.as_slice())
                         .map(|r| (r, idx))
                         .map_err(|e| NodeError::Internal(format!("leader reply undecodable: {e}"))),

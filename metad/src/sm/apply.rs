@@ -4,7 +4,9 @@
 //! changes replicated state (a refused or duplicate command leaves it unchanged). Session
 //! bookkeeping is not a "change" in that sense.
 
-use metad_proto::raft::v1::{command::Op, reply, Command, RegisterIncrReply, RegisterPutReply, Reply, ReplyError};
+use metad_proto::raft::v1::{
+    command::Op, reply, Command, RegisterIncrReply, RegisterPutReply, Reply, ReplyError,
+};
 use metad_proto::ErrorCode;
 use prost::Message;
 
@@ -23,7 +25,10 @@ fn get_u64(kv: &impl KvRead, t: Table, k: &[u8]) -> Result<u64, KvError> {
             a.copy_from_slice(&b);
             Ok(u64::from_be_bytes(a))
         }
-        Some(b) => Err(KvError(format!("meta value has {} bytes, expected 8", b.len()))),
+        Some(b) => Err(KvError(format!(
+            "meta value has {} bytes, expected 8",
+            b.len()
+        ))),
     }
 }
 
@@ -57,7 +62,11 @@ pub fn validate(cmd: &Command) -> Result<(), String> {
             cmd.client_id.len()
         ));
     }
-    if !cmd.client_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) {
+    if !cmd
+        .client_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    {
         return Err("header.client_id: only [A-Za-z0-9._:-] allowed".into());
     }
     if cmd.seq == 0 {
@@ -104,13 +113,18 @@ fn encode_register(v: &RegisterValue) -> Vec<u8> {
 }
 
 pub fn register_get(kv: &impl KvRead, key: &str) -> Result<Option<RegisterValue>, KvError> {
-    let Some(b) = kv.get(Table::Register, key.as_bytes())? else { return Ok(None) };
+    let Some(b) = kv.get(Table::Register, key.as_bytes())? else {
+        return Ok(None);
+    };
     if b.len() < 8 {
         return Err(KvError("register cell shorter than 8 bytes".into()));
     }
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[..8]);
-    Ok(Some(RegisterValue { value: b[8..].to_vec(), mod_revision: u64::from_be_bytes(a) }))
+    Ok(Some(RegisterValue {
+        value: b[8..].to_vec(),
+        mod_revision: u64::from_be_bytes(a),
+    }))
 }
 
 /// Applies one command. Storage errors abort the whole apply batch (the node stops rather than
@@ -147,7 +161,10 @@ pub fn apply_command(kv: &mut impl KvWrite, cmd: &Command) -> Result<Reply, KvEr
     let reply = match &cmd.op {
         Some(Op::RegisterPut(p)) => {
             let prev = register_get(kv, &p.key)?;
-            let cell = RegisterValue { value: p.value.clone(), mod_revision: next };
+            let cell = RegisterValue {
+                value: p.value.clone(),
+                mod_revision: next,
+            };
             kv.put(Table::Register, p.key.as_bytes(), &encode_register(&cell))?;
             kv.put(Table::Meta, META_REVISION, &next.to_be_bytes())?;
             Reply {
@@ -178,7 +195,10 @@ pub fn apply_command(kv: &mut impl KvWrite, cmd: &Command) -> Result<Reply, KvEr
                 session::record(kv, &cmd.client_id, cmd.seq, now, &r.encode_to_vec())?;
                 return Ok(r);
             };
-            let cell = RegisterValue { value: value.to_be_bytes().to_vec(), mod_revision: next };
+            let cell = RegisterValue {
+                value: value.to_be_bytes().to_vec(),
+                mod_revision: next,
+            };
             kv.put(Table::Register, p.key.as_bytes(), &encode_register(&cell))?;
             kv.put(Table::Meta, META_REVISION, &next.to_be_bytes())?;
             Reply {
@@ -208,7 +228,10 @@ mod tests {
             client_id: client.into(),
             seq,
             leader_time_ms: 1000 + seq,
-            op: Some(Op::RegisterIncr(RegisterIncr { key: "n".into(), delta })),
+            op: Some(Op::RegisterIncr(RegisterIncr {
+                key: "n".into(),
+                delta,
+            })),
         }
     }
 
@@ -221,7 +244,10 @@ mod tests {
         assert_eq!(again, r1, "a retry must return the first reply");
         assert_eq!(revision(&kv).expect("rev"), 1);
         let r2 = apply_command(&mut kv, &incr("c", 2, 5)).expect("apply");
-        assert_eq!(r2.result, Some(reply::Result::RegisterIncr(RegisterIncrReply { value: 10 })));
+        assert_eq!(
+            r2.result,
+            Some(reply::Result::RegisterIncr(RegisterIncrReply { value: 10 }))
+        );
         assert_eq!(r2.revision, 2);
     }
 
@@ -239,11 +265,14 @@ mod tests {
         };
         let before = {
             let mut k = kv.clone();
-            k.put(Table::Meta, META_LEADER_TIME, &1u64.to_be_bytes()).expect("put");
+            k.put(Table::Meta, META_LEADER_TIME, &1u64.to_be_bytes())
+                .expect("put");
             k
         };
         let r = apply_command(&mut kv, &bad).expect("apply");
-        assert!(matches!(r.result, Some(reply::Result::Error(ref e)) if e.code == "INVALID_ARGUMENT"));
+        assert!(
+            matches!(r.result, Some(reply::Result::Error(ref e)) if e.code == "INVALID_ARGUMENT")
+        );
         assert_eq!(kv, before, "only leader time may advance");
     }
 
@@ -254,15 +283,26 @@ mod tests {
             client_id: "c".into(),
             seq,
             leader_time_ms: 5,
-            op: Some(Op::RegisterPut(RegisterPut { key: "k".into(), value: v.to_vec() })),
+            op: Some(Op::RegisterPut(RegisterPut {
+                key: "k".into(),
+                value: v.to_vec(),
+            })),
         };
         apply_command(&mut kv, &put(1, b"a")).expect("apply");
         let r = apply_command(&mut kv, &put(2, b"b")).expect("apply");
         assert_eq!(
             r.result,
-            Some(reply::Result::RegisterPut(RegisterPutReply { prev_value: Some(b"a".to_vec()) }))
+            Some(reply::Result::RegisterPut(RegisterPutReply {
+                prev_value: Some(b"a".to_vec())
+            }))
         );
         let cell = register_get(&kv, "k").expect("get").expect("present");
-        assert_eq!(cell, RegisterValue { value: b"b".to_vec(), mod_revision: 2 });
+        assert_eq!(
+            cell,
+            RegisterValue {
+                value: b"b".to_vec(),
+                mod_revision: 2
+            }
+        );
     }
 }

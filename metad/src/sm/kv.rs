@@ -19,8 +19,13 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 5] =
-        [Table::Meta, Table::Sessions, Table::Clients, Table::ClientExpiry, Table::Register];
+    pub const ALL: [Table; 5] = [
+        Table::Meta,
+        Table::Sessions,
+        Table::Clients,
+        Table::ClientExpiry,
+        Table::Register,
+    ];
 
     /// Stable id used in snapshots.
     pub fn id(self) -> u8 {
@@ -90,7 +95,9 @@ impl KvRead for MemKv {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<KvPairs, KvError> {
-        let Some(m) = self.tables.get(&t) else { return Ok(vec![]) };
+        let Some(m) = self.tables.get(&t) else {
+            return Ok(vec![]);
+        };
         Ok(m.range(start.to_vec()..)
             .take_while(|(k, _)| end.is_none_or(|e| k.as_slice() < e))
             .take(limit)
@@ -101,7 +108,10 @@ impl KvRead for MemKv {
 
 impl KvWrite for MemKv {
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        self.tables.entry(t).or_default().insert(key.to_vec(), value.to_vec());
+        self.tables
+            .entry(t)
+            .or_default()
+            .insert(key.to_vec(), value.to_vec());
         Ok(())
     }
 

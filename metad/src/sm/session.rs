@@ -30,14 +30,22 @@ impl ClientInfo {
 
     fn decode(b: &[u8]) -> Result<Self, KvError> {
         if b.len() != 32 {
-            return Err(KvError(format!("client info has {} bytes, expected 32", b.len())));
+            return Err(KvError(format!(
+                "client info has {} bytes, expected 32",
+                b.len()
+            )));
         }
         let u = |i: usize| {
             let mut a = [0u8; 8];
             a.copy_from_slice(&b[i..i + 8]);
             u64::from_be_bytes(a)
         };
-        Ok(ClientInfo { min_seq: u(0), count: u(8), last_seen_ms: u(16), max_seq: u(24) })
+        Ok(ClientInfo {
+            min_seq: u(0),
+            count: u(8),
+            last_seen_ms: u(16),
+            max_seq: u(24),
+        })
     }
 }
 
@@ -79,7 +87,9 @@ pub fn check(kv: &impl KvWrite, client: &str, seq: u64) -> Result<Seen, KvError>
     if let Some(info) = kv.get(Table::Clients, client.as_bytes())? {
         let info = ClientInfo::decode(&info)?;
         if seq < info.min_seq {
-            return Ok(Seen::Expired { min_seq: info.min_seq });
+            return Ok(Seen::Expired {
+                min_seq: info.min_seq,
+            });
         }
     }
     Ok(Seen::New)
@@ -95,7 +105,10 @@ pub fn record(
 ) -> Result<(), KvError> {
     let mut info = match kv.get(Table::Clients, client.as_bytes())? {
         Some(b) => ClientInfo::decode(&b)?,
-        None => ClientInfo { min_seq: 0, ..Default::default() },
+        None => ClientInfo {
+            min_seq: 0,
+            ..Default::default()
+        },
     };
     if info.count > 0 || info.last_seen_ms > 0 {
         kv.delete(Table::ClientExpiry, &expiry_key(info.last_seen_ms, client))?;
@@ -110,7 +123,9 @@ pub fn record(
         let mut end = prefix.clone();
         end.extend_from_slice(&[0xff; 9]);
         let oldest = kv.range(Table::Sessions, &prefix, Some(&end), 1)?;
-        let Some((k, _)) = oldest.into_iter().next() else { break };
+        let Some((k, _)) = oldest.into_iter().next() else {
+            break;
+        };
         kv.delete(Table::Sessions, &k)?;
         let mut s = [0u8; 8];
         s.copy_from_slice(&k[k.len() - 8..]);
@@ -118,15 +133,26 @@ pub fn record(
         info.count -= 1;
     }
     kv.put(Table::Clients, client.as_bytes(), &info.encode())?;
-    kv.put(Table::ClientExpiry, &expiry_key(info.last_seen_ms, client), &[])?;
+    kv.put(
+        Table::ClientExpiry,
+        &expiry_key(info.last_seen_ms, client),
+        &[],
+    )?;
     Ok(())
 }
 
 /// Forgets up to `SESSION_SWEEP_PER_APPLY` clients idle for longer than the TTL.
 pub fn sweep(kv: &mut impl KvWrite, now_ms: u64) -> Result<usize, KvError> {
-    let Some(cutoff) = now_ms.checked_sub(SESSION_TTL_MS) else { return Ok(0) };
+    let Some(cutoff) = now_ms.checked_sub(SESSION_TTL_MS) else {
+        return Ok(0);
+    };
     let end = cutoff.to_be_bytes();
-    let expired = kv.range(Table::ClientExpiry, &[], Some(&end), SESSION_SWEEP_PER_APPLY)?;
+    let expired = kv.range(
+        Table::ClientExpiry,
+        &[],
+        Some(&end),
+        SESSION_SWEEP_PER_APPLY,
+    )?;
     let n = expired.len();
     for (k, _) in expired {
         kv.delete(Table::ClientExpiry, &k)?;
@@ -158,7 +184,10 @@ mod tests {
         let mut kv = MemKv::default();
         assert_eq!(check(&kv, "c", 1).expect("check"), Seen::New);
         record(&mut kv, "c", 1, 10, b"r1").expect("record");
-        assert_eq!(check(&kv, "c", 1).expect("check"), Seen::Duplicate(b"r1".to_vec()));
+        assert_eq!(
+            check(&kv, "c", 1).expect("check"),
+            Seen::Duplicate(b"r1".to_vec())
+        );
         assert_eq!(check(&kv, "c", 2).expect("check"), Seen::New);
         assert_eq!(check(&kv, "other", 1).expect("check"), Seen::New);
     }
@@ -170,10 +199,20 @@ mod tests {
         for s in 1..=n {
             record(&mut kv, "c", s, 10, b"r").expect("record");
         }
-        let kept = kv.tables.get(&Table::Sessions).map(|m| m.len()).unwrap_or(0) as u64;
+        let kept = kv
+            .tables
+            .get(&Table::Sessions)
+            .map(|m| m.len())
+            .unwrap_or(0) as u64;
         assert_eq!(kept, SESSION_REPLIES_PER_CLIENT);
-        assert_eq!(check(&kv, "c", 1).expect("check"), Seen::Expired { min_seq: 11 });
-        assert!(matches!(check(&kv, "c", n).expect("check"), Seen::Duplicate(_)));
+        assert_eq!(
+            check(&kv, "c", 1).expect("check"),
+            Seen::Expired { min_seq: 11 }
+        );
+        assert!(matches!(
+            check(&kv, "c", n).expect("check"),
+            Seen::Duplicate(_)
+        ));
     }
 
     #[test]
@@ -184,6 +223,9 @@ mod tests {
         assert_eq!(sweep(&mut kv, 1_000 + SESSION_TTL_MS).expect("sweep"), 0);
         assert_eq!(sweep(&mut kv, 1_001 + SESSION_TTL_MS).expect("sweep"), 1);
         assert_eq!(check(&kv, "old", 1).expect("check"), Seen::New);
-        assert!(matches!(check(&kv, "new", 1).expect("check"), Seen::Duplicate(_)));
+        assert!(matches!(
+            check(&kv, "new", 1).expect("check"),
+            Seen::Duplicate(_)
+        ));
     }
 }

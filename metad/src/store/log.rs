@@ -15,7 +15,9 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use tokio::sync::oneshot;
 
 use super::{open_db, to_storage_error, StoreError};
@@ -31,10 +33,23 @@ const K_PURGED: &str = "last_purged";
 const MAX_BATCH: usize = 1024;
 
 enum Op {
-    Append { entries: Vec<(u64, LogId, Vec<u8>)>, done: LogFlushed<TypeConfig> },
-    Meta { key: &'static str, value: Option<Vec<u8>>, done: oneshot::Sender<Result<(), String>> },
-    Truncate { from: u64, done: oneshot::Sender<Result<(), String>> },
-    Purge { upto: LogId, done: oneshot::Sender<Result<(), String>> },
+    Append {
+        entries: Vec<(u64, LogId, Vec<u8>)>,
+        done: LogFlushed<TypeConfig>,
+    },
+    Meta {
+        key: &'static str,
+        value: Option<Vec<u8>>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Truncate {
+        from: u64,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Purge {
+        upto: LogId,
+        done: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 struct Shared {
@@ -79,7 +94,9 @@ impl LogStore {
 
     /// Committed index as last persisted by openraft.
     pub fn committed_index(&self) -> u64 {
-        self.shared.committed.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared
+            .committed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// (write transactions, operations) committed so far: ops/txn is the group-commit factor.
@@ -104,7 +121,9 @@ impl LogStore {
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(to_storage_error(StoreError::Redb(e))),
-            Err(_) => Err(to_storage_error(StoreError::Redb("log writer stopped".into()))),
+            Err(_) => Err(to_storage_error(StoreError::Redb(
+                "log writer stopped".into(),
+            ))),
         }
     }
 
@@ -178,7 +197,8 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
 
 fn commit_batch(db: &Database, batch: &[Op]) -> Result<(), StoreError> {
     let mut w = db.begin_write()?;
-    w.set_durability(Durability::Immediate).map_err(|e| StoreError::Redb(e.to_string()))?;
+    w.set_durability(Durability::Immediate)
+        .map_err(|e| StoreError::Redb(e.to_string()))?;
     {
         let mut log = w.open_table(LOG)?;
         let mut meta = w.open_table(LOG_META)?;
@@ -245,14 +265,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             None => None,
         };
         let mut last = {
-            let r = self.shared.db.begin_read().map_err(|e| to_storage_error(e.into()))?;
+            let r = self
+                .shared
+                .db
+                .begin_read()
+                .map_err(|e| to_storage_error(e.into()))?;
             let t = r.open_table(LOG).map_err(|e| to_storage_error(e.into()))?;
             let last_bytes = t
                 .last()
                 .map_err(|e| to_storage_error(e.into()))?
                 .map(|(_, v)| v.value().to_vec());
             match last_bytes {
-                Some(b) => Some(codec::decode::<Entry>(&b).map_err(|e| to_storage_error(e.into()))?.log_id),
+                Some(b) => Some(
+                    codec::decode::<Entry>(&b)
+                        .map_err(|e| to_storage_error(e.into()))?
+                        .log_id,
+                ),
                 None => None,
             }
         };
@@ -264,7 +292,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         let last_log_id = last.or(last_purged);
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -273,12 +304,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let v = codec::encode(vote).map_err(|e| to_storage_error(e.into()))?;
-        self.sync_op(|done| Op::Meta { key: K_VOTE, value: Some(v), done }).await
+        self.sync_op(|done| Op::Meta {
+            key: K_VOTE,
+            value: Some(v),
+            done,
+        })
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
         match self.meta_get(K_VOTE).map_err(to_storage_error)? {
-            Some(b) => Ok(Some(codec::decode(&b).map_err(|e| to_storage_error(e.into()))?)),
+            Some(b) => Ok(Some(
+                codec::decode(&b).map_err(|e| to_storage_error(e.into()))?,
+            )),
             None => Ok(None),
         }
     }
@@ -288,21 +326,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(c) => Some(codec::encode(&c).map_err(|e| to_storage_error(e.into()))?),
             None => None,
         };
-        self.sync_op(|done| Op::Meta { key: K_COMMITTED, value, done }).await?;
+        self.sync_op(|done| Op::Meta {
+            key: K_COMMITTED,
+            value,
+            done,
+        })
+        .await?;
         if let Some(c) = committed {
-            self.shared.committed.fetch_max(c.index, std::sync::atomic::Ordering::Relaxed);
+            self.shared
+                .committed
+                .fetch_max(c.index, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         match self.meta_get(K_COMMITTED).map_err(to_storage_error)? {
-            Some(b) => Ok(Some(codec::decode(&b).map_err(|e| to_storage_error(e.into()))?)),
+            Some(b) => Ok(Some(
+                codec::decode(&b).map_err(|e| to_storage_error(e.into()))?,
+            )),
             None => Ok(None),
         }
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -318,7 +369,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         self.tx
-            .send(Op::Append { entries: encoded, done: callback })
+            .send(Op::Append {
+                entries: encoded,
+                done: callback,
+            })
             .map_err(|_| to_storage_error(StoreError::Redb("log writer stopped".into())))
     }
 
@@ -326,7 +380,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Ok(mut u) = self.shared.unflushed.lock() {
             let _ = u.split_off(&log_id.index);
         }
-        self.sync_op(|done| Op::Truncate { from: log_id.index, done }).await
+        self.sync_op(|done| Op::Truncate {
+            from: log_id.index,
+            done,
+        })
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -23,9 +23,16 @@ const FORMAT_TABLE: TableDefinition<&str, u64> = TableDefinition::new("format");
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: on-disk format version {found}, this metad reads version {expected}; use a matching metad release or migrate the data dir")]
-    FormatVersion { path: PathBuf, found: u64, expected: u64 },
+    FormatVersion {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
     #[error("{path}: {source}")]
-    Open { path: PathBuf, source: redb::DatabaseError },
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
     #[error("redb: {0}")]
     Redb(String),
     #[error("io: {0}")]
@@ -80,7 +87,10 @@ pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, Store
     let db = Database::builder()
         .set_cache_size(cache_bytes)
         .create(path)
-        .map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let found = {
         let rtx = db.begin_read()?;
         match rtx.open_table(FORMAT_TABLE) {
@@ -100,7 +110,8 @@ pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, Store
         }
         None => {
             let wtx = db.begin_write()?;
-            wtx.open_table(FORMAT_TABLE)?.insert("version", FORMAT_VERSION)?;
+            wtx.open_table(FORMAT_TABLE)?
+                .insert("version", FORMAT_VERSION)?;
             wtx.commit()?;
         }
     }
@@ -110,7 +121,10 @@ pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, Store
 /// Overwrites the format version (tests of the version check only).
 #[doc(hidden)]
 pub fn stamp_format_version(path: &Path, version: u64) -> Result<(), StoreError> {
-    let db = Database::create(path).map_err(|source| StoreError::Open { path: path.into(), source })?;
+    let db = Database::create(path).map_err(|source| StoreError::Open {
+        path: path.into(),
+        source,
+    })?;
     let wtx = db.begin_write()?;
     wtx.open_table(FORMAT_TABLE)?.insert("version", version)?;
     wtx.commit()?;
@@ -148,5 +162,5 @@ pub async fn open(dir: &DataDir) -> Result<(LogStore, SmStore), StoreError> {
 }
 
 pub(crate) fn to_storage_error(e: StoreError) -> crate::types::StorageError {
-    openraft::StorageIOError::<u64>::write(&openraft::AnyError::error(e.to_string())).into()
+    openraft::StorageIOError::<u64>::write(openraft::AnyError::error(e.to_string())).into()
 }

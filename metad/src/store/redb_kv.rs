@@ -50,7 +50,13 @@ impl KvRead for RedbWrite<'_> {
         Ok(v.map(|v| v.value().to_vec()))
     }
 
-    fn range(&self, t: Table, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<KvPairs, KvError> {
+    fn range(
+        &self,
+        t: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, KvError> {
         let table = self.txn.open_table(def(t)).map_err(kerr)?;
         collect(&table, start, end, limit)
     }
@@ -84,7 +90,13 @@ impl KvRead for RedbRead {
         }
     }
 
-    fn range(&self, t: Table, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<KvPairs, KvError> {
+    fn range(
+        &self,
+        t: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, KvError> {
         match self.txn.open_table(def(t)) {
             Ok(table) => collect(&table, start, end, limit),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(vec![]),

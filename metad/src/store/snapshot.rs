@@ -93,7 +93,8 @@ pub fn load(input: &mut impl Read, wtx: &WriteTransaction) -> Result<u64, StoreE
         input.read_exact(&mut key)?;
         val.resize(read_u32(input)? as usize, 0);
         input.read_exact(&mut val)?;
-        wtx.open_table(def(t))?.insert(key.as_slice(), val.as_slice())?;
+        wtx.open_table(def(t))?
+            .insert(key.as_slice(), val.as_slice())?;
         n += 1;
     }
 }

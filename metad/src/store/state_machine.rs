@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use super::redb_kv::{RedbRead, RedbWrite};
 use super::{open_db, snapshot, to_storage_error, StoreError};
 use crate::sm::{self, KvError};
-use crate::types::{codec, ApplyReply, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{
+    codec, ApplyReply, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 
 const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_raft");
 const K_APPLIED: &str = "last_applied";
@@ -69,7 +71,9 @@ impl SmStore {
         }
         let (applied_state, _) = read_raft_meta(&db)?;
         let revision = {
-            let r = RedbRead { txn: db.begin_read()? };
+            let r = RedbRead {
+                txn: db.begin_read()?,
+            };
             sm::revision(&r)?
         };
         let (tx, _) = watch::channel(AppliedState {
@@ -124,15 +128,23 @@ impl SmStore {
     }
 
     /// Runs a query against one consistent read view of the applied state.
-    pub fn read<T>(&self, f: impl FnOnce(&RedbRead) -> Result<T, KvError>) -> Result<T, StoreError> {
-        let view = RedbRead { txn: self.inner.db.begin_read()? };
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&RedbRead) -> Result<T, KvError>,
+    ) -> Result<T, StoreError> {
+        let view = RedbRead {
+            txn: self.inner.db.begin_read()?,
+        };
         Ok(f(&view)?)
     }
 
     fn apply_blocking(&self, entries: Vec<Entry>) -> Result<Vec<ApplyReply>, StoreError> {
         let mut w = self.inner.db.begin_write()?;
-        w.set_durability(Durability::Immediate).map_err(|e| StoreError::Redb(e.to_string()))?;
-        self.inner.applied_since_open.fetch_add(entries.len() as u64, Ordering::Relaxed);
+        w.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError::Redb(e.to_string()))?;
+        self.inner
+            .applied_since_open
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
         let mut replies = Vec::with_capacity(entries.len());
         let mut last = None;
         let mut membership = None;
@@ -167,7 +179,10 @@ impl SmStore {
         }
         w.commit()?;
         if let Some(l) = last {
-            self.inner.applied.send_replace(AppliedState { log_index: l.index, revision });
+            self.inner.applied.send_replace(AppliedState {
+                log_index: l.index,
+                revision,
+            });
         }
         Ok(replies)
     }
@@ -193,8 +208,15 @@ impl SmStore {
             last_applied.map(|l| l.leader_id.term).unwrap_or(0),
             seq
         );
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id: id };
-        let tmp = self.inner.snap_dir.join(format!("snap-{}.tmp", meta.snapshot_id));
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id: id,
+        };
+        let tmp = self
+            .inner
+            .snap_dir
+            .join(format!("snap-{}.tmp", meta.snapshot_id));
         let mut f = BufWriter::new(std::fs::File::create(&tmp)?);
         snapshot::dump(&rtx, &mut f)?;
         let f = f.into_inner().map_err(|e| StoreError::Io(e.into_error()))?;
@@ -204,7 +226,11 @@ impl SmStore {
     }
 
     /// Moves a complete snapshot file into place with its meta, and drops older ones.
-    fn publish_snapshot(&self, meta: SnapshotMeta, tmp: &Path) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+    fn publish_snapshot(
+        &self,
+        meta: SnapshotMeta,
+        tmp: &Path,
+    ) -> Result<(SnapshotMeta, PathBuf), StoreError> {
         let dir = &self.inner.snap_dir;
         let data = dir.join(format!("snap-{}.bin", meta.snapshot_id));
         let meta_path = dir.join(format!("snap-{}.meta", meta.snapshot_id));
@@ -231,10 +257,15 @@ impl SmStore {
         Ok((meta, data))
     }
 
-    fn install_blocking(&self, meta: SnapshotMeta, mut file: std::fs::File) -> Result<(), StoreError> {
+    fn install_blocking(
+        &self,
+        meta: SnapshotMeta,
+        mut file: std::fs::File,
+    ) -> Result<(), StoreError> {
         file.seek(SeekFrom::Start(0))?;
         let mut w = self.inner.db.begin_write()?;
-        w.set_durability(Durability::Immediate).map_err(|e| StoreError::Redb(e.to_string()))?;
+        w.set_durability(Durability::Immediate)
+            .map_err(|e| StoreError::Redb(e.to_string()))?;
         snapshot::load(&mut BufReader::new(&mut file), &w)?;
         {
             let mut t = w.open_table(RAFT_META)?;
@@ -246,7 +277,10 @@ impl SmStore {
                     t.remove(K_APPLIED)?;
                 }
             }
-            t.insert(K_MEMBERSHIP, codec::encode(&meta.last_membership)?.as_slice())?;
+            t.insert(
+                K_MEMBERSHIP,
+                codec::encode(&meta.last_membership)?.as_slice(),
+            )?;
         }
         let revision = sm::revision(&RedbWrite { txn: &w })?;
         w.commit()?;
@@ -256,7 +290,10 @@ impl SmStore {
         });
         // Keep a copy so this node can serve the snapshot to others.
         file.seek(SeekFrom::Start(0))?;
-        let tmp = self.inner.snap_dir.join(format!("snap-{}.tmp", meta.snapshot_id));
+        let tmp = self
+            .inner
+            .snap_dir
+            .join(format!("snap-{}.tmp", meta.snapshot_id));
         let mut out = std::fs::File::create(&tmp)?;
         std::io::copy(&mut file, &mut out)?;
         out.sync_all()?;
@@ -288,7 +325,10 @@ fn find_latest_snapshot(dir: &Path) -> Result<Option<(SnapshotMeta, PathBuf)>, S
     let mut best: Option<(SnapshotMeta, PathBuf)> = None;
     for e in std::fs::read_dir(dir)?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_prefix("snap-").and_then(|n| n.strip_suffix(".meta")) else {
+        let Some(id) = name
+            .strip_prefix("snap-")
+            .and_then(|n| n.strip_suffix(".meta"))
+        else {
             continue;
         };
         let data = dir.join(format!("snap-{id}.bin"));
@@ -312,7 +352,9 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, StorageError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(to_storage_error),
-        Err(e) => Err(to_storage_error(StoreError::Redb(format!("blocking task failed: {e}")))),
+        Err(e) => Err(to_storage_error(StoreError::Redb(format!(
+            "blocking task failed: {e}"
+        )))),
     }
 }
 
@@ -320,8 +362,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SmStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let me = self.clone();
         let (meta, path) = blocking(move || me.build_blocking()).await?;
-        let f = tokio::fs::File::open(&path).await.map_err(|e| se(e))?;
-        Ok(Snapshot { meta, snapshot: Box::new(f) })
+        let f = tokio::fs::File::open(&path).await.map_err(se)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(f),
+        })
     }
 }
 
@@ -357,7 +402,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
             .truncate(true)
             .open(&path)
             .await
-            .map_err(|e| se(e))?;
+            .map_err(se)?;
         Ok(Box::new(f))
     }
 
@@ -377,8 +422,11 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         match cur {
             None => Ok(None),
             Some((meta, path)) => {
-                let f = tokio::fs::File::open(&path).await.map_err(|e| se(e))?;
-                Ok(Some(Snapshot { meta, snapshot: Box::new(f) }))
+                let f = tokio::fs::File::open(&path).await.map_err(se)?;
+                Ok(Some(Snapshot {
+                    meta,
+                    snapshot: Box::new(f),
+                }))
             }
         }
     }
