@@ -19,6 +19,7 @@ const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
 pub struct ClusterBuilder {
     nodes: u64,
+    metrics: bool,
     tuning: RaftTuning,
     request_timeout_ms: u64,
 }
@@ -33,6 +34,12 @@ impl ClusterBuilder {
     pub fn snapshots(mut self, every: u64, keep: u64) -> Self {
         self.tuning.snapshot_after_entries = every;
         self.tuning.keep_entries_after_snapshot = keep;
+        self
+    }
+
+    /// Serve Prometheus `/metrics` on a port-0 listener per node.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
         self
     }
 
@@ -75,12 +82,16 @@ impl ClusterBuilder {
                 peer.local_addr()?,
                 members.clone(),
             );
+            let metrics = match self.metrics {
+                true => Some(TcpListener::bind("127.0.0.1:0").await?),
+                false => None,
+            };
             let node = MetaNode::start(
                 config.clone(),
                 Listeners {
                     client,
                     peer,
-                    metrics: None,
+                    metrics,
                 },
                 StartOptions {
                     faults: Some(cluster.faults.clone()),
@@ -122,6 +133,7 @@ impl Cluster {
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder {
             nodes: 3,
+            metrics: false,
             tuning: RaftTuning {
                 heartbeat_ms: 50,
                 election_timeout_min_ms: 300,
