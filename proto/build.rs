@@ -10,6 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "metad/v1/common.proto",
         "metad/v1/cluster.proto",
+        "metad/v1/model.proto",
+        "metad/v1/namespace.proto",
+        "metad/v1/tags.proto",
+        "metad/v1/topology.proto",
+        "metad/v1/watch.proto",
         "metad/internal/v1/register.proto",
         "metad/raft/v1/raft.proto",
     ];

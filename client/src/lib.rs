@@ -31,8 +31,12 @@ mod client;
 pub mod config;
 pub mod endpoint;
 pub mod error;
+mod namespace;
 mod register;
 mod retry;
+mod tags;
+mod topology;
+mod watch;
 
 pub use client::Client;
 pub use config::{ClientConfig, Consistency, ReadOptions};

@@ -76,6 +76,21 @@ pub enum Command {
     /// Developer tools for testing the replicated core.
     #[command(subcommand, hide = true)]
     Debug(DebugCmd),
+    // -- namespace commands (namespace work) --
+    #[command(flatten)]
+    Ns(super::ns::NsCmd),
+
+    // -- tag commands (tags work) --
+    #[command(flatten)]
+    Tags(super::tagcmd::TagsCmd),
+
+    // -- topology/location commands (topology work) --
+    #[command(flatten)]
+    Topo(super::topo::TopoCmd),
+
+    // -- watch command (watch work) --
+    #[command(flatten)]
+    Watch(super::watchcmd::WatchCmd),
 }
 
 #[derive(Debug, Clone, Subcommand)]

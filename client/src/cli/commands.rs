@@ -21,7 +21,7 @@ pub struct Output {
 }
 
 impl Output {
-    fn of<V: View>(view: &V) -> Result<Output, ClientError> {
+    pub(crate) fn of<V: View>(view: &V) -> Result<Output, ClientError> {
         let json = serde_json::to_value(view)
             .map_err(|e| ClientError::rpc(crate::ErrorCode::Internal, format!("json: {e}")))?;
         Ok(Output {
@@ -52,6 +52,10 @@ pub async fn execute(cli: &Cli) -> Result<Output, ClientError> {
         )),
         Command::Member(cmd) => member(&client, cmd).await,
         Command::Debug(DebugCmd::Register(cmd)) => register(&client, cmd).await,
+        Command::Ns(cmd) => super::ns::execute(&client, cmd).await,
+        Command::Tags(cmd) => super::tagcmd::execute(&client, cmd).await,
+        Command::Topo(cmd) => super::topo::execute(&client, cmd).await,
+        Command::Watch(cmd) => super::watchcmd::execute(&client, cmd).await,
     }
 }
 

@@ -4,8 +4,12 @@
 
 pub mod args;
 pub mod commands;
+pub mod ns;
 pub mod output;
 pub mod table;
+pub mod tagcmd;
+pub mod topo;
+pub mod watchcmd;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -3,7 +3,11 @@
 //! `NodeError::details()` so every error carries its stable code.
 
 mod cluster;
+mod namespace;
 mod register;
+mod tags;
+mod topology;
+mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -51,6 +55,72 @@ pub(crate) async fn instrumented<T>(
     res.map_err(|e| to_status(&e))
 }
 
+/// Proposes one client command and unwraps the state machine's reply: a refusal becomes an
+/// error with its code. Every mutating handler goes through here (exactly-once header,
+/// forwarding, the lost-reply fault of tests).
+pub(crate) async fn propose(
+    core: &NodeCore,
+    header: Option<metad_proto::v1::WriteHeader>,
+    op: metad_proto::raft::v1::command::Op,
+) -> Result<metad_proto::raft::v1::Reply, NodeError> {
+    use metad_proto::raft::v1::{reply, Command};
+    let h = header.ok_or_else(|| NodeError::InvalidArgument("header: required".into()))?;
+    let cmd = Command {
+        client_id: h.client_id,
+        seq: h.seq,
+        leader_time_ms: 0,
+        op: Some(op),
+    };
+    let (reply, _) = core.write(cmd).await?;
+    if core.faults.take_lost_reply(core.id) {
+        return Err(NodeError::Ambiguous(
+            "injected fault: reply lost after apply".into(),
+        ));
+    }
+    if let Some(reply::Result::Error(e)) = &reply.result {
+        let code = e.code.parse().unwrap_or(metad_proto::ErrorCode::Internal);
+        return Err(NodeError::Refused {
+            code,
+            message: e.message.clone(),
+        });
+    }
+    Ok(reply)
+}
+
+/// Runs a query after the read barrier the options ask for (linearizable by default), in one
+/// consistent read view; returns the result and the revision it reflects.
+#[allow(dead_code)] // used by the model services
+pub(crate) async fn query<T>(
+    core: &NodeCore,
+    opts: Option<&metad_proto::v1::ReadOptions>,
+    f: impl FnOnce(&crate::store::redb_kv::RedbRead) -> Result<T, crate::sm::ApplyError>,
+) -> Result<(T, u64), NodeError> {
+    core.read_barrier(opts).await?;
+    let mut out = None;
+    let revision = core.sm.read(|kv| {
+        out = Some(f(kv));
+        crate::sm::revision(kv)
+    })?;
+    match out {
+        Some(Ok(v)) => Ok((v, revision)),
+        Some(Err(crate::sm::ApplyError::Refused(r))) => Err(NodeError::Refused {
+            code: r.code,
+            message: r.message,
+        }),
+        Some(Err(crate::sm::ApplyError::Storage(e))) => Err(NodeError::Internal(e.0)),
+        None => Err(NodeError::Internal("query did not run".into())),
+    }
+}
+
+/// Response header for an answer reflecting `revision`.
+pub(crate) fn header(core: &NodeCore, revision: u64) -> Option<metad_proto::v1::ResponseHeader> {
+    Some(metad_proto::v1::ResponseHeader {
+        revision,
+        node_id: core.id,
+        raft_term: core.raft.metrics().borrow().current_term,
+    })
+}
+
 /// Builds the client-port router.
 pub fn router(core: Arc<NodeCore>) -> Router {
     use metad_proto::internal::v1::register_server::RegisterServer;
@@ -82,6 +152,18 @@ pub fn router(core: Arc<NodeCore>) -> Router {
         .add_service(health)
         .add_service(cluster)
         .add_service(register);
+    // -- namespace services (namespace work) --
+    let router = namespace::add_services(router, &core);
+
+    // -- tags services (tags work) --
+    let router = tags::add_services(router, &core);
+
+    // -- topology/location services (topology work) --
+    let router = topology::add_services(router, &core);
+
+    // -- watch service (watch work) --
+    let router = watch::add_services(router, &core);
+
     match reflection {
         Ok(r) => router.add_service(r),
         Err(e) => {

@@ -7,9 +7,8 @@ use metad_proto::internal::v1::register_server::Register;
 use metad_proto::internal::v1::{
     GetRequest, GetResponse, IncrRequest, IncrResponse, PutRequest, PutResponse,
 };
-use metad_proto::raft::v1::{command::Op, reply, Command, RegisterIncr, RegisterPut, Reply};
+use metad_proto::raft::v1::{command::Op, reply, RegisterIncr, RegisterPut, Reply};
 use metad_proto::v1::{ResponseHeader, WriteHeader};
-use metad_proto::ErrorCode;
 use tonic::{Request, Response, Status};
 
 use super::instrumented;
@@ -27,36 +26,11 @@ impl RegisterApi {
     }
 
     fn header(&self, revision: u64) -> Option<ResponseHeader> {
-        Some(ResponseHeader {
-            revision,
-            node_id: self.core.id,
-            raft_term: self.core.raft.metrics().borrow().current_term,
-        })
+        super::header(&self.core, revision)
     }
 
-    /// Proposes and unwraps the state machine's reply (refusals become errors).
     async fn write(&self, header: Option<WriteHeader>, op: Op) -> Result<Reply, NodeError> {
-        let h = header.ok_or_else(|| NodeError::InvalidArgument("header: required".into()))?;
-        let cmd = Command {
-            client_id: h.client_id,
-            seq: h.seq,
-            leader_time_ms: 0,
-            op: Some(op),
-        };
-        let (reply, _) = self.core.write(cmd).await?;
-        if self.core.faults.take_lost_reply(self.core.id) {
-            return Err(NodeError::Ambiguous(
-                "injected fault: reply lost after apply".into(),
-            ));
-        }
-        if let Some(reply::Result::Error(e)) = &reply.result {
-            let code = e.code.parse().unwrap_or(ErrorCode::Internal);
-            return Err(NodeError::Refused {
-                code,
-                message: e.message.clone(),
-            });
-        }
-        Ok(reply)
+        super::propose(&self.core, header, op).await
     }
 }
 

@@ -10,8 +10,9 @@ use metad_proto::raft::v1::{
 use metad_proto::ErrorCode;
 use prost::Message;
 
-use super::kv::{KvError, KvRead, KvWrite, Table};
+use super::kv::{KvError, KvRead, KvWrite, Overlay, Table};
 use super::limits;
+use super::model::{ensure_root, write_events, ApplyCtx, ApplyError, OpResult, Refusal};
 use super::session::{self, Seen};
 
 const META_REVISION: &[u8] = b"revision";
@@ -42,7 +43,7 @@ pub fn leader_time_ms(kv: &impl KvRead) -> Result<u64, KvError> {
     get_u64(kv, Table::Meta, META_LEADER_TIME)
 }
 
-fn refuse(rev: u64, code: ErrorCode, message: impl Into<String>) -> Reply {
+fn refuse_reply(rev: u64, code: ErrorCode, message: impl Into<String>) -> Reply {
     Reply {
         revision: rev,
         result: Some(reply::Result::Error(ReplyError {
@@ -96,6 +97,8 @@ pub fn validate(cmd: &Command) -> Result<(), String> {
             Ok(())
         }
         Some(Op::RegisterIncr(p)) => key_ok(&p.key),
+        // The other operations validate their own fields inside apply (with field names).
+        Some(_) => Ok(()),
     }
 }
 
@@ -128,51 +131,88 @@ pub fn register_get(kv: &impl KvRead, key: &str) -> Result<Option<RegisterValue>
 }
 
 /// Applies one command. Storage errors abort the whole apply batch (the node stops rather than
-/// diverge); refusals are ordinary replies.
+/// diverge); refusals are ordinary replies. The operation runs inside an `Overlay`, so a
+/// refusal part-way through leaves no partial state; its events and the revision bump are
+/// written only if it succeeds and changed something.
 pub fn apply_command(kv: &mut impl KvWrite, cmd: &Command) -> Result<Reply, KvError> {
     let rev = revision(kv)?;
     let now = leader_time_ms(kv)?.max(cmd.leader_time_ms);
     kv.put(Table::Meta, META_LEADER_TIME, &now.to_be_bytes())?;
     session::sweep(kv, now)?;
+    ensure_root(kv)?;
 
     if let Err(msg) = validate(cmd) {
         // Not recorded in the session table: a malformed header cannot key it reliably.
-        return Ok(refuse(rev, ErrorCode::InvalidArgument, msg));
+        return Ok(refuse_reply(rev, ErrorCode::InvalidArgument, msg));
     }
-    match session::check(kv, &cmd.client_id, cmd.seq)? {
-        Seen::Duplicate(bytes) => {
-            return Reply::decode(bytes.as_slice())
-                .map_err(|e| KvError(format!("cached reply undecodable: {e}")));
+    let is_maintenance = matches!(cmd.op, Some(Op::Maintenance(_)));
+    if !is_maintenance {
+        match session::check(kv, &cmd.client_id, cmd.seq)? {
+            Seen::Duplicate(bytes) => {
+                return Reply::decode(bytes.as_slice())
+                    .map_err(|e| KvError(format!("cached reply undecodable: {e}")));
+            }
+            Seen::Expired { min_seq } => {
+                return Ok(refuse_reply(
+                    rev,
+                    ErrorCode::SessionExpired,
+                    format!(
+                        "header.seq {} of client {} is older than the oldest remembered ({min_seq})",
+                        cmd.seq, cmd.client_id
+                    ),
+                ));
+            }
+            Seen::New => {}
         }
-        Seen::Expired { min_seq } => {
-            return Ok(refuse(
-                rev,
-                ErrorCode::SessionExpired,
-                format!(
-                    "header.seq {} of client {} is older than the oldest remembered ({min_seq})",
-                    cmd.seq, cmd.client_id
-                ),
-            ));
-        }
-        Seen::New => {}
     }
 
-    let next = rev + 1;
-    let reply = match &cmd.op {
+    let mut ctx = ApplyCtx::new(rev + 1, now);
+    let outcome = {
+        let mut overlay = Overlay::new(kv);
+        match dispatch(&mut overlay, &mut ctx, cmd) {
+            Ok(result) => {
+                overlay.commit()?;
+                Ok(result)
+            }
+            Err(ApplyError::Refused(r)) => Err(r),
+            Err(ApplyError::Storage(e)) => return Err(e),
+        }
+    };
+    let reply = match outcome {
+        Ok(result) if ctx.changed => {
+            write_events(kv, &ctx.events)?;
+            kv.put(Table::Meta, META_REVISION, &ctx.revision.to_be_bytes())?;
+            Reply {
+                revision: ctx.revision,
+                result: Some(result),
+            }
+        }
+        Ok(result) => Reply {
+            revision: rev,
+            result: Some(result),
+        },
+        Err(r) => refuse_reply(rev, r.code, r.message),
+    };
+    if !is_maintenance {
+        session::record(kv, &cmd.client_id, cmd.seq, now, &reply.encode_to_vec())?;
+    }
+    Ok(reply)
+}
+
+fn dispatch(kv: &mut impl KvWrite, ctx: &mut ApplyCtx, cmd: &Command) -> OpResult<reply::Result> {
+    Ok(match &cmd.op {
+        None => return Err(Refusal::invalid("op: missing").into()),
         Some(Op::RegisterPut(p)) => {
             let prev = register_get(kv, &p.key)?;
             let cell = RegisterValue {
                 value: p.value.clone(),
-                mod_revision: next,
+                mod_revision: ctx.revision,
             };
             kv.put(Table::Register, p.key.as_bytes(), &encode_register(&cell))?;
-            kv.put(Table::Meta, META_REVISION, &next.to_be_bytes())?;
-            Reply {
-                revision: next,
-                result: Some(reply::Result::RegisterPut(RegisterPutReply {
-                    prev_value: prev.map(|p| p.value),
-                })),
-            }
+            ctx.changed = true;
+            reply::Result::RegisterPut(RegisterPutReply {
+                prev_value: prev.map(|p| p.value),
+            })
         }
         Some(Op::RegisterIncr(p)) => {
             let cur = match register_get(kv, &p.key)? {
@@ -180,41 +220,33 @@ pub fn apply_command(kv: &mut impl KvWrite, cmd: &Command) -> Result<Reply, KvEr
                 Some(c) => match <[u8; 8]>::try_from(c.value.as_slice()) {
                     Ok(a) => i64::from_be_bytes(a),
                     Err(_) => {
-                        let r = refuse(
-                            rev,
-                            ErrorCode::FailedPrecondition,
-                            format!("key {}: value is not an 8-byte counter", p.key),
-                        );
-                        session::record(kv, &cmd.client_id, cmd.seq, now, &r.encode_to_vec())?;
-                        return Ok(r);
+                        return Err(Refusal::precondition(format!(
+                            "key {}: value is not an 8-byte counter",
+                            p.key
+                        ))
+                        .into())
                     }
                 },
             };
-            let Some(value) = cur.checked_add(p.delta) else {
-                let r = refuse(rev, ErrorCode::FailedPrecondition, "counter overflow");
-                session::record(kv, &cmd.client_id, cmd.seq, now, &r.encode_to_vec())?;
-                return Ok(r);
-            };
+            let value = cur
+                .checked_add(p.delta)
+                .ok_or_else(|| Refusal::precondition("counter overflow"))?;
             let cell = RegisterValue {
                 value: value.to_be_bytes().to_vec(),
-                mod_revision: next,
+                mod_revision: ctx.revision,
             };
             kv.put(Table::Register, p.key.as_bytes(), &encode_register(&cell))?;
-            kv.put(Table::Meta, META_REVISION, &next.to_be_bytes())?;
-            Reply {
-                revision: next,
-                result: Some(reply::Result::RegisterIncr(RegisterIncrReply { value })),
-            }
+            ctx.changed = true;
+            reply::Result::RegisterIncr(RegisterIncrReply { value })
         }
-        None => unreachable_op(rev),
-    };
-    session::record(kv, &cmd.client_id, cmd.seq, now, &reply.encode_to_vec())?;
-    Ok(reply)
-}
-
-fn unreachable_op(rev: u64) -> Reply {
-    // validate() refuses a missing op; kept total rather than panicking inside apply.
-    refuse(rev, ErrorCode::InvalidArgument, "op: missing")
+        Some(Op::Namespace(op)) => reply::Result::Namespace(super::namespace::apply(kv, ctx, op)?),
+        Some(Op::Tags(op)) => reply::Result::Tags(super::tags::apply(kv, ctx, op)?),
+        Some(Op::Topology(op)) => reply::Result::Topology(super::topology::apply(kv, ctx, op)?),
+        Some(Op::Txn(op)) => reply::Result::Txn(super::txn::apply(kv, ctx, op)?),
+        Some(Op::Maintenance(m)) => {
+            reply::Result::Maintenance(super::watch::apply_maintenance(kv, ctx, m)?)
+        }
+    })
 }
 
 #[cfg(test)]

@@ -4,53 +4,73 @@
 
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Table {
-    /// Scalar state: revision, leader time.
-    Meta,
+/// Declares the state-machine tables once: the enum, `ALL`, stable ids and names.
+macro_rules! tables {
+    ($($(#[$doc:meta])* $v:ident = $id:literal, $name:literal;)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Table { $($(#[$doc])* $v,)* }
+
+        impl Table {
+            pub const ALL: &'static [Table] = &[$(Table::$v),*];
+
+            /// Stable id used in snapshots. Never renumber, only add.
+            pub fn id(self) -> u8 {
+                match self { $(Table::$v => $id,)* }
+            }
+
+            /// Stable name; the redb table is `sm_<name>`.
+            pub fn name(self) -> &'static str {
+                match self { $(Table::$v => $name,)* }
+            }
+
+            /// Name of the backing redb table.
+            pub fn redb_name(self) -> &'static str {
+                match self { $(Table::$v => concat!("sm_", $name),)* }
+            }
+        }
+    };
+}
+
+tables! {
+    /// Scalar state: revision, leader time, next inode number.
+    Meta = 1, "meta";
     /// (client_id, seq) -> cached reply.
-    Sessions,
+    Sessions = 2, "sessions";
     /// client_id -> per-client session summary.
-    Clients,
+    Clients = 3, "clients";
     /// (last_seen_ms, client_id) -> () : expiry order.
-    ClientExpiry,
+    ClientExpiry = 4, "client_expiry";
     /// INTERNAL test register: key -> (value, mod_revision).
-    Register,
+    Register = 5, "register";
+    /// ino (u64 BE) -> metad.v1.Inode.
+    Inodes = 6, "inodes";
+    /// (parent ino u64 BE, name) -> child ino (u64 BE).
+    Dentries = 7, "dentries";
+    /// (ino u64 BE, key) -> tag record. (tags work)
+    Tags = 8, "tags";
+    /// (key, 0, value, 0, ino u64 BE) -> flags. (tags work)
+    TagIndex = 9, "tag_index";
+    /// key -> count. (tags work)
+    TagKeys = 10, "tag_keys";
+    /// site name -> site record. (topology work)
+    Sites = 11, "sites";
+    /// silo name -> silo record. (topology work)
+    Silos = 12, "silos";
+    /// (ino u64 BE, silo) -> instance record. (location work)
+    Instances = 13, "instances";
+    /// (silo, 0, ino u64 BE) -> (). (location work)
+    SiloInstances = 14, "silo_instances";
+    /// (silo, 0, ino u64 BE) -> tombstone of a deleted file's instance. (location work)
+    Tombstones = 15, "tombstones";
+    /// (revision u64 BE, index u32 BE) -> metad.v1.Event.
+    Events = 16, "events";
+    /// Spare ids 17..=29 for the tags/topology work; ids 30+ for later issues.
+    TagInherit = 17, "tag_inherit";
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
-        Table::Meta,
-        Table::Sessions,
-        Table::Clients,
-        Table::ClientExpiry,
-        Table::Register,
-    ];
-
-    /// Stable id used in snapshots.
-    pub fn id(self) -> u8 {
-        match self {
-            Table::Meta => 1,
-            Table::Sessions => 2,
-            Table::Clients => 3,
-            Table::ClientExpiry => 4,
-            Table::Register => 5,
-        }
-    }
-
     pub fn from_id(id: u8) -> Option<Table> {
-        Table::ALL.into_iter().find(|t| t.id() == id)
-    }
-
-    /// Stable name (the redb table name is derived from it).
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Meta => "meta",
-            Table::Sessions => "sessions",
-            Table::Clients => "clients",
-            Table::ClientExpiry => "client_expiry",
-            Table::Register => "register",
-        }
+        Table::ALL.iter().copied().find(|t| t.id() == id)
     }
 }
 
@@ -120,5 +140,122 @@ impl KvWrite for MemKv {
             m.remove(key);
         }
         Ok(())
+    }
+}
+
+/// A write buffer over another store: reads see the buffered writes; `commit` applies them,
+/// dropping it discards them. Every command runs inside one, so a refusal half-way through a
+/// multi-object change leaves no partial state.
+pub struct Overlay<'a, K: KvWrite> {
+    base: &'a mut K,
+    writes: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl<'a, K: KvWrite> Overlay<'a, K> {
+    pub fn new(base: &'a mut K) -> Self {
+        Overlay {
+            base,
+            writes: BTreeMap::new(),
+        }
+    }
+
+    pub fn commit(self) -> Result<(), KvError> {
+        for ((t, k), v) in self.writes {
+            match v {
+                Some(v) => self.base.put(t, &k, &v)?,
+                None => self.base.delete(t, &k)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<K: KvWrite> KvRead for Overlay<'_, K> {
+    fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        match self.writes.get(&(t, key.to_vec())) {
+            Some(v) => Ok(v.clone()),
+            None => self.base.get(t, key),
+        }
+    }
+
+    fn range(
+        &self,
+        t: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KvPairs, KvError> {
+        let lo = (t, start.to_vec());
+        let local: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self
+            .writes
+            .range(lo..)
+            .take_while(|((tt, k), _)| *tt == t && end.is_none_or(|e| k.as_slice() < e))
+            .map(|((_, k), v)| (k, v))
+            .collect();
+        // Deleted keys can hide base rows: over-fetch by the number of local writes.
+        let base = self
+            .base
+            .range(t, start, end, limit.saturating_add(local.len()))?;
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = base.into_iter().collect();
+        for (k, v) in local {
+            match v {
+                Some(v) => {
+                    merged.insert(k.clone(), v.clone());
+                }
+                None => {
+                    merged.remove(k);
+                }
+            }
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+}
+
+impl<K: KvWrite> KvWrite for Overlay<'_, K> {
+    fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        self.writes.insert((t, key.to_vec()), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn delete(&mut self, t: Table, key: &[u8]) -> Result<(), KvError> {
+        self.writes.insert((t, key.to_vec()), None);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_reads_its_writes_and_discards_on_drop() {
+        let mut base = MemKv::default();
+        base.put(Table::Meta, b"a", b"1").expect("put");
+        base.put(Table::Meta, b"b", b"2").expect("put");
+        {
+            let mut o = Overlay::new(&mut base);
+            o.delete(Table::Meta, b"a").expect("del");
+            o.put(Table::Meta, b"c", b"3").expect("put");
+            let r = o.range(Table::Meta, b"", None, 10).expect("range");
+            assert_eq!(
+                r,
+                vec![
+                    (b"b".to_vec(), b"2".to_vec()),
+                    (b"c".to_vec(), b"3".to_vec())
+                ]
+            );
+            assert_eq!(o.range(Table::Meta, b"", None, 1).expect("range").len(), 1);
+        }
+        assert_eq!(
+            base.get(Table::Meta, b"a").expect("get"),
+            Some(b"1".to_vec())
+        );
+        let mut o = Overlay::new(&mut base);
+        o.put(Table::Meta, b"z", b"9").expect("put");
+        o.commit().expect("commit");
+        assert_eq!(
+            base.get(Table::Meta, b"z").expect("get"),
+            Some(b"9".to_vec())
+        );
     }
 }

@@ -5,10 +5,17 @@
 
 pub mod apply;
 pub mod kv;
+pub mod model;
+pub mod namespace;
 pub mod session;
+pub mod tags;
+pub mod topology;
+pub mod txn;
+pub mod watch;
 
 pub use apply::{apply_command, revision, RegisterValue};
-pub use kv::{KvError, KvRead, KvWrite, MemKv, Table};
+pub use kv::{KvError, KvRead, KvWrite, MemKv, Overlay, Table};
+pub use model::{ApplyCtx, ApplyError, OpResult, Refusal};
 
 /// Limits every node enforces identically (they are part of the replicated semantics).
 pub mod limits {
@@ -21,4 +28,8 @@ pub mod limits {
     pub const SESSION_TTL_MS: u64 = 15 * 60 * 1000;
     /// At most this many expired clients are swept per applied command (bounded apply cost).
     pub const SESSION_SWEEP_PER_APPLY: usize = 16;
+    /// Longest directory-entry name, in bytes.
+    pub const NAME_MAX: usize = 255;
+    /// Longest path, in bytes.
+    pub const PATH_MAX: usize = 4096;
 }

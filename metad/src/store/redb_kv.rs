@@ -8,13 +8,7 @@ use crate::sm::kv::{KvError, KvPairs, KvRead, KvWrite, Table};
 pub(crate) type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 pub(crate) fn def(t: Table) -> Def {
-    TableDefinition::new(match t {
-        Table::Meta => "sm_meta",
-        Table::Sessions => "sm_sessions",
-        Table::Clients => "sm_clients",
-        Table::ClientExpiry => "sm_client_expiry",
-        Table::Register => "sm_register",
-    })
+    TableDefinition::new(t.redb_name())
 }
 
 fn kerr(e: impl std::fmt::Display) -> KvError {

@@ -24,7 +24,7 @@ pub fn dump(rtx: &ReadTransaction, out: &mut impl Write) -> Result<u64, StoreErr
     out.write_all(MAGIC)?;
     out.write_all(&SNAPSHOT_FORMAT.to_be_bytes())?;
     let mut n = 0u64;
-    for t in Table::ALL {
+    for &t in Table::ALL {
         let table = match rtx.open_table(def(t)) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => continue,
@@ -66,7 +66,7 @@ pub fn load(input: &mut impl Read, wtx: &WriteTransaction) -> Result<u64, StoreE
             "snapshot format {format}, this metad reads {SNAPSHOT_FORMAT}"
         )));
     }
-    for t in Table::ALL {
+    for &t in Table::ALL {
         wtx.delete_table(def(t))?;
         wtx.open_table(def(t))?;
     }

@@ -64,7 +64,7 @@ impl SmStore {
         {
             let w = db.begin_write()?;
             w.open_table(RAFT_META)?;
-            for t in sm::Table::ALL {
+            for &t in sm::Table::ALL {
                 w.open_table(super::redb_kv::def(t))?;
             }
             w.commit()?;

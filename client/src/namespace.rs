@@ -1,0 +1,1 @@
+//! Namespace and Txn calls (namespace work): `impl Client` methods. OWNER as named.

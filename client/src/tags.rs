@@ -1,0 +1,1 @@
+//! Tags calls (tags work): `impl Client` methods. OWNER as named.

@@ -1,0 +1,1 @@
+//! Topology and location calls (topology work): `impl Client` methods. OWNER as named.

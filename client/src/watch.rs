@@ -1,0 +1,1 @@
+//! Watch stream (watch work): `impl Client` methods. OWNER as named.
