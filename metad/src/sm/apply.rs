@@ -299,6 +299,7 @@ mod tests {
             let mut k = kv.clone();
             k.put(Table::Meta, META_LEADER_TIME, &1u64.to_be_bytes())
                 .expect("put");
+            ensure_root(&mut k).expect("root");
             k
         };
         let r = apply_command(&mut kv, &bad).expect("apply");
