@@ -17,3 +17,12 @@ pub fn apply(_kv: &mut impl KvWrite, _ctx: &mut ApplyCtx, _op: &TagOp) -> OpResu
 pub fn on_inode_deleted(_kv: &mut impl KvWrite, _ino: u64) -> OpResult<()> {
     Ok(())
 }
+
+/// The inode's own (not inherited) value for `key`, if set. Used by Txn compares.
+pub fn own_tag_value(
+    _kv: &impl super::kv::KvRead,
+    _ino: u64,
+    _key: &str,
+) -> Result<Option<String>, super::kv::KvError> {
+    Ok(None)
+}
