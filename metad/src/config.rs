@@ -109,6 +109,11 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Log filter (RUST_LOG syntax) when RUST_LOG is unset.
     pub log_filter: String,
+    /// Watch history kept, in revisions: older events are compacted away by the leader and a
+    /// watch that asks for them gets COMPACTED.
+    pub watch_history_revisions: u64,
+    /// How often the leader checks whether history needs compacting (ms).
+    pub compaction_interval_ms: u64,
     pub raft: RaftTuning,
 }
 
@@ -126,6 +131,8 @@ impl Default for Config {
             initial_cluster: vec![],
             request_timeout_ms: 10_000,
             log_filter: "info,openraft=warn".into(),
+            watch_history_revisions: 100_000,
+            compaction_interval_ms: 10_000,
             raft: RaftTuning::default(),
         }
     }
@@ -200,6 +207,12 @@ impl Config {
             return Err(ConfigError(
                 "raft.snapshot_chunk_bytes: must be >= 1024".into(),
             ));
+        }
+        if self.watch_history_revisions < 10 {
+            return Err(ConfigError("watch_history_revisions: must be >= 10".into()));
+        }
+        if self.compaction_interval_ms < 100 {
+            return Err(ConfigError("compaction_interval_ms: must be >= 100".into()));
         }
         if self.request_timeout_ms < 100 {
             return Err(ConfigError("request_timeout_ms: must be >= 100".into()));

@@ -31,6 +31,9 @@ pub enum ErrorCode {
     Timeout,
     /// The request's `(client_id, seq)` is older than what the cluster still remembers.
     SessionExpired,
+    /// A watch asked for history older than what is retained; the message and the
+    /// `metad-compact-revision` metadata give the oldest revision still available.
+    Compacted,
     /// A limit on the server side (queue, memory, rate) was hit. Retry later.
     ResourceExhausted,
     Unimplemented,
@@ -41,7 +44,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
@@ -51,6 +54,7 @@ impl ErrorCode {
         ErrorCode::Ambiguous,
         ErrorCode::Timeout,
         ErrorCode::SessionExpired,
+        ErrorCode::Compacted,
         ErrorCode::ResourceExhausted,
         ErrorCode::Unimplemented,
         ErrorCode::ShuttingDown,
@@ -69,6 +73,7 @@ impl ErrorCode {
             ErrorCode::Ambiguous => "AMBIGUOUS",
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::SessionExpired => "SESSION_EXPIRED",
+            ErrorCode::Compacted => "COMPACTED",
             ErrorCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
             ErrorCode::Unimplemented => "UNIMPLEMENTED",
             ErrorCode::ShuttingDown => "SHUTTING_DOWN",
@@ -103,6 +108,7 @@ impl ErrorCode {
             ErrorCode::Ambiguous => Code::Unknown,
             ErrorCode::Timeout => Code::DeadlineExceeded,
             ErrorCode::SessionExpired => Code::FailedPrecondition,
+            ErrorCode::Compacted => Code::OutOfRange,
             ErrorCode::ResourceExhausted => Code::ResourceExhausted,
             ErrorCode::Unimplemented => Code::Unimplemented,
             ErrorCode::ShuttingDown => Code::Unavailable,

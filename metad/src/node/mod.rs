@@ -2,6 +2,7 @@
 //! peer and metrics servers, bootstraps a new cluster once, and shuts down gracefully.
 //! `run`-style entry point takes already-bound listeners so tests can bind 127.0.0.1:0.
 
+pub mod maintenance;
 mod read;
 mod status;
 mod write;
@@ -258,6 +259,7 @@ impl MetaNode {
             core.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(maintenance::run(core.clone(), stop_rx.clone())));
 
         bootstrap(&core).await?;
         tracing::info!(node_id = id, site = %core.info.site, client = %client_addr, peer = %peer_addr, "metad node started");

@@ -1,0 +1,59 @@
+//! Leader-side housekeeping proposed through the log (so every node does the same work at the
+//! same index): compaction of the watch event history beyond `watch_history_revisions`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metad_proto::raft::v1::{command::Op, Command, Maintenance};
+use tokio::sync::watch;
+
+use super::NodeCore;
+use crate::sm::model::oldest_event_revision;
+
+static SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// One compaction check; returns the number of events removed (0 if nothing to do or not
+/// leader).
+pub async fn compact_once(core: &NodeCore) -> u64 {
+    if !core.is_leader() {
+        return 0;
+    }
+    let retention = core.config.watch_history_revisions;
+    let Ok((current, oldest)) = core.sm.read(|kv| Ok((crate::sm::revision(kv)?, oldest_event_revision(kv)?)))
+    else {
+        return 0;
+    };
+    let Some(below) = current.checked_sub(retention) else { return 0 };
+    if oldest == 0 || oldest >= below {
+        return 0;
+    }
+    let cmd = Command {
+        client_id: format!("metad-leader-{}", core.id),
+        seq: SEQ.fetch_add(1, Ordering::Relaxed),
+        leader_time_ms: 0,
+        op: Some(Op::Maintenance(Maintenance { compact_events_below: below })),
+    };
+    match core.propose_local(cmd).await {
+        Ok((reply, _)) => match reply.result {
+            Some(metad_proto::raft::v1::reply::Result::Maintenance(m)) => m.events_removed,
+            _ => 0,
+        },
+        Err(e) => {
+            tracing::debug!(error = %e, "event compaction not proposed");
+            0
+        }
+    }
+}
+
+pub(super) async fn run(core: Arc<NodeCore>, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_millis(core.config.compaction_interval_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        // Keep going while there is a backlog (each entry removes a bounded batch).
+        while compact_once(&core).await > 0 {}
+    }
+}
