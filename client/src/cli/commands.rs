@@ -21,6 +21,14 @@ pub struct Output {
 }
 
 impl Output {
+    /// Nothing left to print (streaming commands print as they go).
+    pub(crate) fn empty() -> Output {
+        Output {
+            json: serde_json::Value::Null,
+            table: String::new(),
+        }
+    }
+
     pub(crate) fn of<V: View>(view: &V) -> Result<Output, ClientError> {
         let json = serde_json::to_value(view)
             .map_err(|e| ClientError::rpc(crate::ErrorCode::Internal, format!("json: {e}")))?;
@@ -55,7 +63,9 @@ pub async fn execute(cli: &Cli) -> Result<Output, ClientError> {
         Command::Ns(cmd) => super::ns::execute(&client, cmd).await,
         Command::Tags(cmd) => super::tagcmd::execute(&client, cmd).await,
         Command::Topo(cmd) => super::topo::execute(&client, cmd).await,
-        Command::Watch(cmd) => super::watchcmd::execute(&client, cmd).await,
+        Command::Watch(cmd) => {
+            super::watchcmd::execute(&client, cmd, cli.output == super::OutputFormat::Json).await
+        }
     }
 }
 
@@ -159,7 +169,9 @@ pub fn exit_code(err: &ClientError) -> u8 {
 
 /// Renders `out` in the requested format (JSON: one object, pretty-printed).
 pub fn render(out: &Output, json: bool) -> String {
-    if json {
+    if json && out.json.is_null() {
+        String::new()
+    } else if json {
         let mut s = serde_json::to_string_pretty(&out.json).unwrap_or_else(|_| "{}".into());
         s.push('\n');
         s

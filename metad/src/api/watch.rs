@@ -81,9 +81,16 @@ impl Watch for WatchApi {
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
         let req = req.into_inner();
         let core = self.core.clone();
-        core.metrics.grpc_requests.with_label_values(&["Watch/Watch", "OK"]).inc();
+        core.metrics
+            .grpc_requests
+            .with_label_values(&["Watch/Watch", "OK"])
+            .inc();
         validate(&req).map_err(|e| super::to_status(&e))?;
-        let filter = Filter { prefix: req.path_prefix.clone(), kinds: req.kinds.clone(), silo: req.silo.clone() };
+        let filter = Filter {
+            prefix: req.path_prefix.clone(),
+            kinds: req.kinds.clone(),
+            silo: req.silo.clone(),
+        };
         let progress_every = Duration::from_millis(match req.progress_interval_ms {
             0 => 5000,
             ms => ms.max(100) as u64,
@@ -99,13 +106,18 @@ impl Watch for WatchApi {
         }
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         tokio::spawn(pump(core, filter, after, progress_every, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as WatchStream))
+        Ok(Response::new(
+            Box::pin(ReceiverStream::new(rx)) as WatchStream
+        ))
     }
 }
 
 /// Sends `resp`, cutting the watcher off if it does not drain its channel in time. Returns
 /// false when the stream is over (receiver gone or too slow).
-async fn send(tx: &mpsc::Sender<Result<WatchResponse, Status>>, resp: Result<WatchResponse, Status>) -> bool {
+async fn send(
+    tx: &mpsc::Sender<Result<WatchResponse, Status>>,
+    resp: Result<WatchResponse, Status>,
+) -> bool {
     match tx.send_timeout(resp, SLOW_WATCHER_TIMEOUT).await {
         Ok(()) => true,
         Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
@@ -138,7 +150,11 @@ async fn pump(
         let read = core.sm.read(|kv| {
             let cur = crate::sm::revision(kv)?;
             let oldest = compacted_below(kv)?;
-            let evs = if next <= cur { events_from(kv, next, READ_BATCH)? } else { vec![] };
+            let evs = if next <= cur {
+                events_from(kv, next, READ_BATCH)?
+            } else {
+                vec![]
+            };
             Ok((cur, oldest, evs))
         });
         let (cur, oldest, events) = match read {
@@ -155,12 +171,16 @@ async fn pump(
         // Deliver only whole revisions: if the batch is full, hold back its last revision.
         let full = events.len() == READ_BATCH;
         let upto = match (full, events.last()) {
-            (true, Some(last)) if events.first().map(|f| f.revision) != Some(last.revision) => last.revision - 1,
+            (true, Some(last)) if events.first().map(|f| f.revision) != Some(last.revision) => {
+                last.revision - 1
+            }
             (true, Some(last)) => last.revision, // one huge revision: deliver as is
             _ => cur,
         };
-        let matching: Vec<Event> =
-            events.into_iter().filter(|e| e.revision <= upto && filter.matches(e)).collect();
+        let matching: Vec<Event> = events
+            .into_iter()
+            .filter(|e| e.revision <= upto && filter.matches(e))
+            .collect();
         let delivered_any = !matching.is_empty();
         let chunks = matching.chunks(SEND_BATCH).count();
         for (i, chunk) in matching.chunks(SEND_BATCH).enumerate() {

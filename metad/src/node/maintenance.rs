@@ -20,11 +20,15 @@ pub async fn compact_once(core: &NodeCore) -> u64 {
         return 0;
     }
     let retention = core.config.watch_history_revisions;
-    let Ok((current, oldest)) = core.sm.read(|kv| Ok((crate::sm::revision(kv)?, oldest_event_revision(kv)?)))
+    let Ok((current, oldest)) = core
+        .sm
+        .read(|kv| Ok((crate::sm::revision(kv)?, oldest_event_revision(kv)?)))
     else {
         return 0;
     };
-    let Some(below) = current.checked_sub(retention) else { return 0 };
+    let Some(below) = current.checked_sub(retention) else {
+        return 0;
+    };
     if oldest == 0 || oldest >= below {
         return 0;
     }
@@ -32,7 +36,9 @@ pub async fn compact_once(core: &NodeCore) -> u64 {
         client_id: format!("metad-leader-{}", core.id),
         seq: SEQ.fetch_add(1, Ordering::Relaxed),
         leader_time_ms: 0,
-        op: Some(Op::Maintenance(Maintenance { compact_events_below: below })),
+        op: Some(Op::Maintenance(Maintenance {
+            compact_events_below: below,
+        })),
     };
     match core.propose_local(cmd).await {
         Ok((reply, _)) => match reply.result {

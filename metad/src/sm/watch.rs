@@ -38,8 +38,13 @@ pub fn apply_maintenance(
     let mut horizon = below;
     if rows.len() == COMPACT_BATCH {
         // Not finished: the horizon is the first event still present.
-        if let Some((k, _)) = kv.range(Table::Events, &[], Some(&end), COMPACT_BATCH + 1)?.last() {
-            horizon = <[u8; 8]>::try_from(&k[..8]).map(u64::from_be_bytes).unwrap_or(below);
+        if let Some((k, _)) = kv
+            .range(Table::Events, &[], Some(&end), COMPACT_BATCH + 1)?
+            .last()
+        {
+            horizon = <[u8; 8]>::try_from(&k[..8])
+                .map(u64::from_be_bytes)
+                .unwrap_or(below);
         }
     }
     for (k, _) in rows {
@@ -49,7 +54,9 @@ pub fn apply_maintenance(
     if horizon > prev {
         kv.put(Table::Meta, META_COMPACTED_BELOW, &horizon.to_be_bytes())?;
     }
-    Ok(MaintenanceReply { events_removed: removed })
+    Ok(MaintenanceReply {
+        events_removed: removed,
+    })
 }
 
 /// Whether `path` is `prefix` or below it, component-wise.
@@ -93,7 +100,12 @@ mod tests {
     use metad_proto::v1::EventKind;
 
     fn ev(rev: u64, path: &str) -> Event {
-        Event { revision: rev, kind: EventKind::Created as i32, path: path.into(), ..Default::default() }
+        Event {
+            revision: rev,
+            kind: EventKind::Created as i32,
+            path: path.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -103,7 +115,10 @@ mod tests {
         assert!(under("/a/b", "/a/"));
         assert!(!under("/ab", "/a"));
         assert!(under("/x", "/"));
-        let f = Filter { prefix: "/a".into(), ..Default::default() };
+        let f = Filter {
+            prefix: "/a".into(),
+            ..Default::default()
+        };
         let mut rename = ev(1, "/z");
         rename.old_path = "/a/q".into();
         assert!(f.matches(&rename), "a rename out of the prefix is visible");
@@ -117,9 +132,15 @@ mod tests {
             write_events(&mut kv, &[ev(rev, "/a"), ev(rev, "/b")]).expect("write");
         }
         let mut ctx = ApplyCtx::new(11, 0);
-        let r = apply_maintenance(&mut kv, &mut ctx, &Maintenance { compact_events_below: 6 })
-            .map_err(|_| "apply")
-            .expect("compact");
+        let r = apply_maintenance(
+            &mut kv,
+            &mut ctx,
+            &Maintenance {
+                compact_events_below: 6,
+            },
+        )
+        .map_err(|_| "apply")
+        .expect("compact");
         assert_eq!(r.events_removed, 10);
         assert_eq!(compacted_below(&kv).expect("meta"), 6);
         let left = events_from(&kv, 0, 100).expect("read");
