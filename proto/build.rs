@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Every map is a BTreeMap: records stored in the state machine and commands in the log
         // must encode identically on every node (HashMap iteration order is random).
-        .btree_map(["."])
+        .btree_map(".")
         .file_descriptor_set_path(out.join("metad_descriptor.bin"))
         .compile_protos(&protos, &["."])?;
     for p in protos {
