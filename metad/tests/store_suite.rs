@@ -42,3 +42,85 @@ fn format_version_mismatch_is_a_clear_error() {
     assert!(msg.contains("format version 99"), "{msg}");
     assert!(msg.contains("sm.redb"), "{msg}");
 }
+
+/// A snapshot install that fails part-way (here: a truncated snapshot file) leaves the previous
+/// state machine intact and readable: the install is one redb transaction.
+#[test]
+fn failed_snapshot_install_keeps_the_old_state() {
+    use metad::sm::{self, KvRead, Table};
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use tokio::io::AsyncWriteExt;
+
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        // Source node: some state, then a snapshot of it.
+        let src_dir = tempfile::tempdir().expect("tempdir");
+        let (_log, mut src) = store::open(&DataDir::new(src_dir.path()))
+            .await
+            .expect("open");
+        let cmd = |seq: u64, key: &str| metad::types::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), seq),
+            payload: openraft::EntryPayload::Normal(metad::types::LogCommand(
+                metad_proto::raft::v1::Command {
+                    client_id: "t".into(),
+                    seq,
+                    leader_time_ms: 1,
+                    op: Some(metad_proto::raft::v1::command::Op::RegisterPut(
+                        metad_proto::raft::v1::RegisterPut {
+                            key: key.into(),
+                            value: b"v".to_vec(),
+                        },
+                    )),
+                },
+            )),
+        };
+        src.apply(vec![cmd(1, "a"), cmd(2, "b")])
+            .await
+            .expect("apply");
+        let snap = src
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+
+        // Target node with its own, different state.
+        let dst_dir = tempfile::tempdir().expect("tempdir");
+        let (_log2, mut dst) = store::open(&DataDir::new(dst_dir.path()))
+            .await
+            .expect("open");
+        dst.apply(vec![cmd(1, "old")]).await.expect("apply");
+        let before = dst.applied();
+
+        // Receive a truncated copy of the snapshot and try to install it.
+        let mut bytes = tokio::fs::read(
+            src_dir
+                .path()
+                .join("snapshots")
+                .join(format!("snap-{}.bin", snap.meta.snapshot_id)),
+        )
+        .await
+        .expect("read snapshot");
+        bytes.truncate(bytes.len() / 2);
+        let mut recv = dst.begin_receiving_snapshot().await.expect("begin");
+        recv.write_all(&bytes).await.expect("write");
+        recv.flush().await.expect("flush");
+        let res = dst.install_snapshot(&snap.meta, recv).await;
+        assert!(res.is_err(), "a truncated snapshot must not install");
+
+        assert_eq!(dst.applied(), before, "applied state unchanged");
+        let old = dst
+            .read(|kv| kv.get(Table::Register, b"old"))
+            .expect("read");
+        assert!(
+            old.is_some(),
+            "old state still readable after the failed install"
+        );
+        let b = dst.read(|kv| kv.get(Table::Register, b"b")).expect("read");
+        assert!(b.is_none(), "nothing of the failed snapshot is visible");
+        assert_eq!(
+            dst.read(|kv| sm::revision(kv)).expect("rev"),
+            before.revision
+        );
+    });
+}
