@@ -118,9 +118,6 @@ fn failed_snapshot_install_keeps_the_old_state() {
         );
         let b = dst.read(|kv| kv.get(Table::Register, b"b")).expect("read");
         assert!(b.is_none(), "nothing of the failed snapshot is visible");
-        assert_eq!(
-            dst.read(|kv| sm::revision(kv)).expect("rev"),
-            before.revision
-        );
+        assert_eq!(dst.read(sm::revision).expect("rev"), before.revision);
     });
 }
