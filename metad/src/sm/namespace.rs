@@ -55,7 +55,9 @@ fn check_mode(f: &str, mode: Option<u32>) -> Result<(), Refusal> {
 
 fn not_root(f: &str, path: &str, what: &str) -> Result<(), Refusal> {
     if parse_path(f, path)?.is_empty() {
-        return Err(Refusal::invalid(format!("{f}: the root directory cannot be {what}")));
+        return Err(Refusal::invalid(format!(
+            "{f}: the root directory cannot be {what}"
+        )));
     }
     Ok(())
 }
@@ -94,8 +96,9 @@ pub fn validate(op: &NamespaceOp, prefix: &str) -> Result<(), Refusal> {
         Some(namespace_op::Op::Rename(r)) => {
             not_root(&f("src"), &r.src, "renamed")?;
             not_root(&f("dst"), &r.dst, "replaced")?;
-            RenameMode::try_from(r.mode)
-                .map_err(|_| Refusal::invalid(format!("{}: unknown value {}", f("mode"), r.mode)))?;
+            RenameMode::try_from(r.mode).map_err(|_| {
+                Refusal::invalid(format!("{}: unknown value {}", f("mode"), r.mode))
+            })?;
             Ok(())
         }
         Some(namespace_op::Op::Unlink(u)) => not_root(&f("path"), &u.path, "unlinked"),
@@ -120,7 +123,11 @@ pub fn validate(op: &NamespaceOp, prefix: &str) -> Result<(), Refusal> {
 }
 
 /// Applies one namespace command (from the log).
-pub fn apply(kv: &mut impl KvWrite, ctx: &mut ApplyCtx, op: &NamespaceOp) -> OpResult<NamespaceReply> {
+pub fn apply(
+    kv: &mut impl KvWrite,
+    ctx: &mut ApplyCtx,
+    op: &NamespaceOp,
+) -> OpResult<NamespaceReply> {
     apply_in(kv, ctx, op, "")
 }
 
@@ -286,7 +293,12 @@ pub(crate) fn remove_entry(
     Ok(())
 }
 
-fn mkdir(kv: &mut impl KvWrite, ctx: &mut ApplyCtx, m: &Mkdir, prefix: &str) -> OpResult<NamespaceReply> {
+fn mkdir(
+    kv: &mut impl KvWrite,
+    ctx: &mut ApplyCtx,
+    m: &Mkdir,
+    prefix: &str,
+) -> OpResult<NamespaceReply> {
     let f = field(prefix, "path");
     let template = Inode {
         kind: InodeKind::Directory as i32,
@@ -343,11 +355,7 @@ fn mkdir(kv: &mut impl KvWrite, ctx: &mut ApplyCtx, m: &Mkdir, prefix: &str) -> 
 }
 
 /// Checks that `path` names a free entry in an existing directory; returns (parent, name).
-fn free_slot<'p>(
-    kv: &impl KvWrite,
-    f: &str,
-    path: &'p str,
-) -> OpResult<(Inode, &'p str)> {
+fn free_slot<'p>(kv: &impl KvWrite, f: &str, path: &'p str) -> OpResult<(Inode, &'p str)> {
     let Some((parent, name)) = parent_of(kv, f, path)? else {
         return refuse(Refusal::exists(format!("{f}: / already exists")));
     };

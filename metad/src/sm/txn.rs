@@ -39,7 +39,9 @@ fn validate_compare(c: &Compare, f: &str) -> Result<(), Refusal> {
         )));
     }
     if target == CompareTarget::Tag && c.tag_key.is_empty() {
-        return Err(Refusal::invalid(format!("{f}.tag_key: required for a TAG compare")));
+        return Err(Refusal::invalid(format!(
+            "{f}.tag_key: required for a TAG compare"
+        )));
     }
     Ok(())
 }
@@ -122,7 +124,9 @@ pub fn compare_holds(kv: &impl KvRead, c: &Compare, f: &str) -> OpResult<bool> {
 
 fn prefixed(e: ApplyError, prefix: &str) -> ApplyError {
     match e {
-        ApplyError::Refused(r) => ApplyError::Refused(Refusal::new(r.code, format!("{prefix}: {}", r.message))),
+        ApplyError::Refused(r) => {
+            ApplyError::Refused(Refusal::new(r.code, format!("{prefix}: {}", r.message)))
+        }
         other => other,
     }
 }
@@ -150,7 +154,8 @@ pub fn apply(kv: &mut impl KvWrite, ctx: &mut ApplyCtx, op: &TxnOp) -> OpResult<
                 namespace::apply_in(kv, ctx, n, &format!("{list}[{i}].namespace."))?,
             ),
             Some(txn_step::Op::Tag(t)) => txn_step_result::Result::Tag(
-                super::tags::apply(kv, ctx, t).map_err(|e| prefixed(e, &format!("{list}[{i}].tag")))?,
+                super::tags::apply(kv, ctx, t)
+                    .map_err(|e| prefixed(e, &format!("{list}[{i}].tag")))?,
             ),
         };
         results.push(TxnStepResult {

@@ -21,7 +21,9 @@ pub fn stat_ino(kv: &impl KvRead, ino: u64) -> OpResult<(Inode, String)> {
             let p = path_of(kv, ino)?;
             Ok((i, p))
         }
-        None if ino == crate::sm::model::ROOT_INO => Ok((resolve_existing(kv, "ino", "/")?, "/".into())),
+        None if ino == crate::sm::model::ROOT_INO => {
+            Ok((resolve_existing(kv, "ino", "/")?, "/".into()))
+        }
         None => refuse(Refusal::not_found(format!("ino: no inode {ino}"))),
     }
 }
@@ -81,7 +83,9 @@ pub fn read_dir(
     }
     let dir = resolve_existing(kv, "path", path)?;
     if !is_dir(&dir) {
-        return refuse(Refusal::precondition(format!("path: {path} is not a directory")));
+        return refuse(Refusal::precondition(format!(
+            "path: {path} is not a directory"
+        )));
     }
     let after = (!start_after.is_empty()).then_some(start_after);
     let mut rows = list_dir(kv, dir.ino, after, limit + 1)?;

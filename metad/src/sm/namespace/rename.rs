@@ -54,17 +54,26 @@ pub(super) fn rename(
     prefix: &str,
 ) -> OpResult<NamespaceReply> {
     let (fs, fd) = (field(prefix, "src"), field(prefix, "dst"));
-    let mode = RenameMode::try_from(r.mode)
-        .map_err(|_| Refusal::invalid(format!("{}: unknown value {}", field(prefix, "mode"), r.mode)))?;
+    let mode = RenameMode::try_from(r.mode).map_err(|_| {
+        Refusal::invalid(format!(
+            "{}: unknown value {}",
+            field(prefix, "mode"),
+            r.mode
+        ))
+    })?;
     let mut src = resolve_existing(kv, &fs, &r.src)?;
     let Some((dparent, dname)) = parent_of(kv, &fd, &r.dst)? else {
-        return refuse(Refusal::invalid(format!("{fd}: the root directory cannot be replaced")));
+        return refuse(Refusal::invalid(format!(
+            "{fd}: the root directory cannot be replaced"
+        )));
     };
     let existing = lookup(kv, dparent.ino, dname)?;
     if existing == Some(src.ino) {
         // Source and destination are the same entry.
         return match mode {
-            RenameMode::NoReplace => refuse(Refusal::exists(format!("{fd}: {} already exists", r.dst))),
+            RenameMode::NoReplace => {
+                refuse(Refusal::exists(format!("{fd}: {} already exists", r.dst)))
+            }
             _ => Ok(NamespaceReply {
                 inode: Some(src),
                 ..Default::default()
@@ -78,7 +87,9 @@ pub(super) fn rename(
         )));
     }
     let target = match existing {
-        Some(ino) => Some(get_inode(kv, ino)?.ok_or_else(|| KvError(format!("dangling entry {}", r.dst)))?),
+        Some(ino) => {
+            Some(get_inode(kv, ino)?.ok_or_else(|| KvError(format!("dangling entry {}", r.dst)))?)
+        }
         None => None,
     };
     let (sparent, sname) = (src.parent, src.name.clone());
