@@ -1,20 +1,646 @@
-//! `metactl` namespace commands: mkdir, touch, ls, stat, mv, rm, ln (namespace work). OWNER as named.
+//! `metactl` namespace commands: mkdir, touch, ls, stat, mv, rm, ln (namespace work), with their
+//! output views (JSON shape and table).
 
 use clap::Subcommand;
+use serde::Serialize;
 
 use super::commands::Output;
-use crate::{Client, ClientError};
+use super::output::View;
+use super::table;
+use crate::{pb, Client, ClientError, ErrorCode, ReadOptions};
+
+/// Page size `ls` and `rm -r` read directories with.
+const PAGE: u32 = 1000;
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum NsCmd {
-    /// Placeholder until these commands land.
-    #[command(name = "__ns_placeholder", hide = true)]
-    Placeholder,
+    /// Create a directory (-p: with missing parents, no error if it exists).
+    #[command(long_about = "\
+Create directory PATH. With -p, also create missing parent directories, and succeed without
+change if PATH already is a directory.
+
+Example:
+    metactl mkdir -p /ml/imagenet/train")]
+    Mkdir {
+        /// Create missing parents; no error if PATH already is a directory.
+        #[arg(short = 'p', long)]
+        parents: bool,
+        path: String,
+    },
+    /// Create an empty file, or update the mtime of an existing one.
+    #[command(long_about = "\
+Create file PATH; if it already exists, set its mtime to now (like touch(1)).
+
+Example:
+    metactl touch /ml/imagenet/README")]
+    Touch { path: String },
+    /// List a directory (-l: with kind, mode, size, mtime, inode).
+    #[command(long_about = "\
+List directory PATH (default /), paging through it 1000 entries at a time, in name order.
+A path that is not a directory is shown as a single entry.
+
+Example:
+    metactl ls -l /ml
+    metactl ls /ml -o json")]
+    Ls {
+        /// Long format: kind and mode, uid, gid, size, mtime, inode number.
+        #[arg(short = 'l', long)]
+        long: bool,
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Show an object's attributes.
+    #[command(long_about = "\
+Show the attributes of PATH (symlinks are not followed).
+
+Example:
+    metactl stat /ml/imagenet")]
+    Stat { path: String },
+    /// Rename (move) SRC to DST atomically.
+    #[command(long_about = "\
+Rename SRC to DST atomically. An existing DST is replaced if the kinds allow it (a file by a
+file, an empty directory by a directory); a directory cannot move into its own subtree.
+--no-replace refuses an existing DST; --exchange swaps SRC and DST.
+
+Example:
+    metactl mv /ml/tmp /ml/imagenet --no-replace")]
+    Mv {
+        src: String,
+        dst: String,
+        /// Fail if DST exists.
+        #[arg(long, conflicts_with = "exchange")]
+        no_replace: bool,
+        /// Atomically swap SRC and DST (both must exist).
+        #[arg(long)]
+        exchange: bool,
+    },
+    /// Remove a file or symlink (-r: a directory tree, bottom-up).
+    #[command(long_about = "\
+Remove file or symlink PATH. With -r, remove a directory and everything below it, deepest
+entries first (progress on stderr); each removal is its own atomic operation, so an
+interrupted rm -r leaves a smaller but valid tree.
+
+Example:
+    metactl rm /ml/old.tar
+    metactl rm -r /ml/scratch")]
+    Rm {
+        /// Remove directories and their contents.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        path: String,
+    },
+    /// Create a symbolic link PATH -> TARGET (-s is required).
+    #[command(long_about = "\
+Create a symbolic link PATH holding TARGET. metad never follows symlinks; the target is stored
+as given. Only symbolic links exist (-s is required).
+
+Example:
+    metactl ln -s /ml/imagenet/v2 /ml/imagenet/current")]
+    Ln {
+        /// Symbolic link (the only kind of link metad has).
+        #[arg(short = 's', long)]
+        symbolic: bool,
+        target: String,
+        path: String,
+    },
 }
 
-pub async fn execute(_client: &Client, _cmd: &NsCmd) -> Result<Output, ClientError> {
-    Err(ClientError::rpc(
-        crate::ErrorCode::Unimplemented,
-        "not implemented yet",
-    ))
+pub async fn execute(client: &Client, cmd: &NsCmd) -> Result<Output, ClientError> {
+    match cmd {
+        NsCmd::Mkdir { parents, path } => {
+            let r = client.mkdir(path, *parents).await?;
+            let action = match r.created {
+                0 => "exists",
+                _ => "created",
+            };
+            Output::of(&ChangeView::new(action, path, r.inode, r.header))
+        }
+        NsCmd::Touch { path } => touch(client, path).await,
+        NsCmd::Ls { long, path } => ls(client, path, *long).await,
+        NsCmd::Stat { path } => {
+            let r = client.stat(path, ReadOptions::default()).await?;
+            Output::of(&StatView::new(
+                &r.path,
+                r.inode.unwrap_or_default(),
+                r.header,
+            ))
+        }
+        NsCmd::Mv {
+            src,
+            dst,
+            no_replace,
+            exchange,
+        } => {
+            let mode = if *exchange {
+                pb::RenameMode::Exchange
+            } else if *no_replace {
+                pb::RenameMode::NoReplace
+            } else {
+                pb::RenameMode::Replace
+            };
+            let r = client.rename(src, dst, mode).await?;
+            let action = match (mode, r.replaced.is_some()) {
+                (pb::RenameMode::Exchange, _) => "exchanged",
+                (_, true) => "renamed (replaced destination)",
+                _ => "renamed",
+            };
+            let mut v = ChangeView::new(action, dst, r.inode, r.header);
+            v.from = Some(src.clone());
+            Output::of(&v)
+        }
+        NsCmd::Rm { recursive, path } => rm(client, path, *recursive).await,
+        NsCmd::Ln {
+            symbolic,
+            target,
+            path,
+        } => {
+            if !symbolic {
+                return Err(ClientError::InvalidConfig(
+                    "ln: only symbolic links exist in metad; use ln -s TARGET PATH".into(),
+                ));
+            }
+            let r = client.symlink(path, target).await?;
+            Output::of(&ChangeView::new("created", path, r.inode, r.header))
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn touch(client: &Client, path: &str) -> Result<Output, ClientError> {
+    match client.create(path).await {
+        Ok(r) => Output::of(&ChangeView::new("created", path, r.inode, r.header)),
+        Err(e) if e.code() == ErrorCode::AlreadyExists => {
+            let r = client
+                .set_attr(pb::SetAttrRequest {
+                    path: path.to_string(),
+                    mtime_ms: Some(now_ms()),
+                    ..Default::default()
+                })
+                .await?;
+            Output::of(&ChangeView::new("touched", path, r.inode, r.header))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+async fn ls(client: &Client, path: &str, long: bool) -> Result<Output, ClientError> {
+    let st = client.stat(path, ReadOptions::default()).await?;
+    let inode = st.inode.unwrap_or_default();
+    let mut revision = st.header.map(|h| h.revision).unwrap_or(0);
+    let mut entries = Vec::new();
+    if inode.kind != pb::InodeKind::Directory as i32 {
+        entries.push(EntryView::new(inode.name.clone(), &inode, long));
+    } else {
+        // Every page at (at least) the revision of the first answer: read-your-listing.
+        let mut cursor = String::new();
+        loop {
+            let opts = ReadOptions::default().min_revision(revision);
+            let page = client.read_dir(path, &cursor, PAGE, long, opts).await?;
+            revision = revision.max(page.header.map(|h| h.revision).unwrap_or(0));
+            for e in page.entries {
+                let attrs = e.attrs.unwrap_or(pb::Inode {
+                    ino: e.ino,
+                    kind: e.kind,
+                    ..Default::default()
+                });
+                entries.push(EntryView::new(e.name, &attrs, long));
+            }
+            if page.next_start_after.is_empty() {
+                break;
+            }
+            cursor = page.next_start_after;
+        }
+    }
+    Output::of(&LsView {
+        path: path.to_string(),
+        long,
+        entries,
+        revision,
+    })
+}
+
+async fn rm(client: &Client, path: &str, recursive: bool) -> Result<Output, ClientError> {
+    let st = client.stat(path, ReadOptions::default()).await?;
+    let inode = st.inode.unwrap_or_default();
+    if inode.kind != pb::InodeKind::Directory as i32 {
+        let r = client.unlink(path).await?;
+        return Output::of(&RmView {
+            path: path.to_string(),
+            removed: 1,
+            revision: r.header.map(|h| h.revision).unwrap_or(0),
+        });
+    }
+    if !recursive {
+        return Err(ClientError::rpc(
+            ErrorCode::FailedPrecondition,
+            format!("{path} is a directory (use rm -r)"),
+        ));
+    }
+    // Depth first, deepest entries first; re-list a directory until it is empty.
+    let mut removed = 0u64;
+    let mut revision = 0u64;
+    let mut stack = vec![path.to_string()];
+    while let Some(dir) = stack.last().cloned() {
+        let page = client
+            .read_dir(&dir, "", PAGE, false, ReadOptions::default())
+            .await?;
+        if page.entries.is_empty() {
+            let r = client.rmdir(&dir).await?;
+            revision = r.header.map(|h| h.revision).unwrap_or(revision);
+            removed += 1;
+            stack.pop();
+        }
+        for e in page.entries {
+            let p = join(&dir, &e.name);
+            if e.kind == pb::InodeKind::Directory as i32 {
+                stack.push(p);
+            } else {
+                let r = client.unlink(&p).await?;
+                revision = r.header.map(|h| h.revision).unwrap_or(revision);
+                removed += 1;
+                if removed % 1000 == 0 {
+                    eprintln!("rm: {removed} entries removed so far (now in {dir})");
+                }
+            }
+        }
+    }
+    Output::of(&RmView {
+        path: path.to_string(),
+        removed,
+        revision,
+    })
+}
+
+// ---------- views ----------
+
+fn kind_name(kind: i32) -> &'static str {
+    match pb::InodeKind::try_from(kind) {
+        Ok(pb::InodeKind::Directory) => "dir",
+        Ok(pb::InodeKind::File) => "file",
+        Ok(pb::InodeKind::Symlink) => "symlink",
+        _ => "unknown",
+    }
+}
+
+/// `drwxr-xr-x` style.
+pub fn mode_string(kind: i32, mode: u32) -> String {
+    let t = match pb::InodeKind::try_from(kind) {
+        Ok(pb::InodeKind::Directory) => 'd',
+        Ok(pb::InodeKind::Symlink) => 'l',
+        _ => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn format_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[derive(Debug, Serialize)]
+pub struct InodeView {
+    pub ino: u64,
+    pub kind: &'static str,
+    pub mode: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime_ms: u64,
+    pub ctime_ms: u64,
+    pub content_gen: u64,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symlink_target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child_count: Option<u64>,
+}
+
+impl From<&pb::Inode> for InodeView {
+    fn from(i: &pb::Inode) -> Self {
+        let is_dir = i.kind == pb::InodeKind::Directory as i32;
+        InodeView {
+            ino: i.ino,
+            kind: kind_name(i.kind),
+            mode: format!("{:04o}", i.mode),
+            uid: i.uid,
+            gid: i.gid,
+            size: i.size,
+            mtime_ms: i.mtime_ms,
+            ctime_ms: i.ctime_ms,
+            content_gen: i.content_gen,
+            create_revision: i.create_revision,
+            mod_revision: i.mod_revision,
+            symlink_target: (!i.symlink_target.is_empty()).then(|| i.symlink_target.clone()),
+            child_count: is_dir.then_some(i.child_count),
+        }
+    }
+}
+
+/// A namespace change: mkdir, touch, mv, ln.
+#[derive(Debug, Serialize)]
+pub struct ChangeView {
+    pub action: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub inode: Option<InodeView>,
+    pub revision: u64,
+}
+
+impl ChangeView {
+    fn new(
+        action: &str,
+        path: &str,
+        inode: Option<pb::Inode>,
+        header: Option<pb::ResponseHeader>,
+    ) -> Self {
+        ChangeView {
+            action: action.to_string(),
+            path: path.to_string(),
+            from: None,
+            inode: inode.as_ref().map(InodeView::from),
+            revision: header.map(|h| h.revision).unwrap_or(0),
+        }
+    }
+}
+
+impl View for ChangeView {
+    fn table(&self) -> String {
+        let ino = self.inode.as_ref().map(|i| i.ino).unwrap_or(0);
+        match &self.from {
+            Some(f) => format!(
+                "{}: {} -> {} (inode {ino}, revision {})\n",
+                self.action, f, self.path, self.revision
+            ),
+            None => format!(
+                "{}: {} (inode {ino}, revision {})\n",
+                self.action, self.path, self.revision
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatView {
+    pub path: String,
+    #[serde(flatten)]
+    pub inode: InodeView,
+    pub revision: u64,
+}
+
+impl StatView {
+    fn new(path: &str, inode: pb::Inode, header: Option<pb::ResponseHeader>) -> Self {
+        StatView {
+            path: path.to_string(),
+            inode: InodeView::from(&inode),
+            revision: header.map(|h| h.revision).unwrap_or(0),
+        }
+    }
+}
+
+impl View for StatView {
+    fn table(&self) -> String {
+        let i = &self.inode;
+        let mut rows = vec![
+            ("path", self.path.clone()),
+            ("inode", i.ino.to_string()),
+            ("kind", i.kind.to_string()),
+            ("mode", i.mode.clone()),
+            ("uid", i.uid.to_string()),
+            ("gid", i.gid.to_string()),
+            ("size", i.size.to_string()),
+            ("mtime", format_ms(i.mtime_ms)),
+            ("ctime", format_ms(i.ctime_ms)),
+            ("content gen", i.content_gen.to_string()),
+            ("create revision", i.create_revision.to_string()),
+            ("mod revision", i.mod_revision.to_string()),
+        ];
+        if let Some(t) = &i.symlink_target {
+            rows.push(("target", t.clone()));
+        }
+        if let Some(c) = i.child_count {
+            rows.push(("entries", c.to_string()));
+        }
+        rows.push(("revision", self.revision.to_string()));
+        let rows: Vec<Vec<String>> = rows
+            .into_iter()
+            .map(|(k, v)| vec![format!("{k}:"), v])
+            .collect();
+        table::render(&[], &rows)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct EntryView {
+    pub name: String,
+    pub ino: u64,
+    pub kind: &'static str,
+    /// Only with -l.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attrs: Option<InodeView>,
+    #[serde(skip)]
+    raw_kind: i32,
+}
+
+impl EntryView {
+    fn new(name: String, i: &pb::Inode, with_attrs: bool) -> Self {
+        EntryView {
+            name,
+            ino: i.ino,
+            kind: kind_name(i.kind),
+            attrs: with_attrs.then(|| InodeView::from(i)),
+            raw_kind: i.kind,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct LsView {
+    pub path: String,
+    #[serde(skip)]
+    pub long: bool,
+    pub entries: Vec<EntryView>,
+    pub revision: u64,
+}
+
+impl View for LsView {
+    fn table(&self) -> String {
+        if !self.long {
+            let mut s = String::new();
+            for e in &self.entries {
+                s.push_str(&e.name);
+                if e.raw_kind == pb::InodeKind::Directory as i32 {
+                    s.push('/');
+                }
+                s.push('\n');
+            }
+            return s;
+        }
+        let rows: Vec<Vec<String>> = self
+            .entries
+            .iter()
+            .map(|e| match &e.attrs {
+                Some(a) => {
+                    let mode = u32::from_str_radix(&a.mode, 8).unwrap_or(0);
+                    let mut name = e.name.clone();
+                    if let Some(t) = &a.symlink_target {
+                        name = format!("{name} -> {t}");
+                    }
+                    vec![
+                        mode_string(e.raw_kind, mode),
+                        a.uid.to_string(),
+                        a.gid.to_string(),
+                        a.size.to_string(),
+                        format_ms(a.mtime_ms),
+                        e.ino.to_string(),
+                        name,
+                    ]
+                }
+                None => vec![e.kind.to_string(), e.ino.to_string(), e.name.clone()],
+            })
+            .collect();
+        let mut out = table::render(
+            &["MODE", "UID", "GID", "SIZE", "MTIME", "INODE", "NAME"],
+            &rows,
+        );
+        out.push_str(&format!("{} entries\n", self.entries.len()));
+        out
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RmView {
+    pub path: String,
+    pub removed: u64,
+    pub revision: u64,
+}
+
+impl View for RmView {
+    fn table(&self) -> String {
+        format!(
+            "removed: {} ({} entries, revision {})\n",
+            self.path, self.removed, self.revision
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::args::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("metactl").chain(args.iter().copied()))
+    }
+
+    fn ns(args: &[&str]) -> NsCmd {
+        match parse(args).expect("parses").command {
+            Command::Ns(c) => c,
+            other => panic!("not a namespace command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn grammar() {
+        assert!(matches!(
+            ns(&["mkdir", "-p", "/a/b"]),
+            NsCmd::Mkdir { parents: true, ref path } if path == "/a/b"
+        ));
+        assert!(matches!(ns(&["ls"]), NsCmd::Ls { long: false, ref path } if path == "/"));
+        assert!(matches!(
+            ns(&["ls", "-l", "/x", "-o", "json"]),
+            NsCmd::Ls { long: true, .. }
+        ));
+        assert!(matches!(
+            ns(&["mv", "/a", "/b", "--exchange"]),
+            NsCmd::Mv {
+                exchange: true,
+                no_replace: false,
+                ..
+            }
+        ));
+        assert!(parse(&["mv", "/a", "/b", "--exchange", "--no-replace"]).is_err());
+        assert!(matches!(
+            ns(&["rm", "-r", "/a"]),
+            NsCmd::Rm {
+                recursive: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ns(&["ln", "-s", "t", "/l"]),
+            NsCmd::Ln { symbolic: true, ref target, ref path } if target == "t" && path == "/l"
+        ));
+        assert!(matches!(ns(&["touch", "/f"]), NsCmd::Touch { .. }));
+        assert!(matches!(ns(&["stat", "/f"]), NsCmd::Stat { .. }));
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(
+            mode_string(pb::InodeKind::Directory as i32, 0o755),
+            "drwxr-xr-x"
+        );
+        assert_eq!(mode_string(pb::InodeKind::File as i32, 0o640), "-rw-r-----");
+        assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        let v = StatView::new(
+            "/f",
+            pb::Inode {
+                ino: 5,
+                kind: pb::InodeKind::File as i32,
+                mode: 0o644,
+                ..Default::default()
+            },
+            None,
+        );
+        let json = serde_json::to_value(&v).expect("json");
+        assert_eq!(json["ino"], 5);
+        assert_eq!(json["kind"], "file");
+        assert_eq!(json["mode"], "0644");
+        assert!(v.table().contains("inode:"));
+    }
 }
