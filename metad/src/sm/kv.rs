@@ -46,11 +46,11 @@ tables! {
     Inodes = 6, "inodes";
     /// (parent ino u64 BE, name) -> child ino (u64 BE).
     Dentries = 7, "dentries";
-    /// (ino u64 BE, key) -> tag record. (tags work)
+    /// (ino u64 BE, key) -> flags u8 (bit 0 = inherit) + value: an inode's own tags.
     Tags = 8, "tags";
-    /// (key, 0, value, 0, ino u64 BE) -> flags. (tags work)
+    /// (key, 0, value, 0, ino u64 BE) -> flags u8: the tag index (keys and values hold no NUL).
     TagIndex = 9, "tag_index";
-    /// key -> count. (tags work)
+    /// key -> count u64 BE: the tag-key catalogue (inodes setting the key themselves).
     TagKeys = 10, "tag_keys";
     /// site name -> site record. (topology work)
     Sites = 11, "sites";
@@ -65,6 +65,7 @@ tables! {
     /// (revision u64 BE, index u32 BE) -> metad.v1.Event.
     Events = 16, "events";
     /// Spare ids 17..=29 for the tags/topology work; ids 30+ for later issues.
+    /// ino u64 BE -> count u64 BE of the inode's inheritable tags (absent = none).
     TagInherit = 17, "tag_inherit";
 }
 
