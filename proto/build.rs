@@ -19,6 +19,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "metad/raft/v1/raft.proto",
     ];
     tonic_prost_build::configure()
+        // Maps stored in the state machine must encode identically on every node: BTreeMap
+        // (sorted) instead of HashMap for the topology records and the requests in the log.
+        .btree_map(".metad.v1.Site.labels")
+        .btree_map(".metad.v1.Silo.labels")
+        .btree_map(".metad.v1.RegisterSiteRequest.labels")
+        .btree_map(".metad.v1.RegisterSiloRequest.labels")
+        .btree_map(".metad.v1.UpdateSiloRequest.set_labels")
         .file_descriptor_set_path(out.join("metad_descriptor.bin"))
         .compile_protos(&protos, &["."])?;
     for p in protos {
