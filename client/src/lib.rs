@@ -42,6 +42,7 @@ pub use client::Client;
 pub use config::{ClientConfig, Consistency, ReadOptions};
 pub use error::ClientError;
 pub use register::{GetResult, Header, IncrResult, PutResult};
+pub use topology::{InstanceSpec, SiloSpec, SiloUpdate};
 
 /// Generated wire types of the public API (`metad.v1`): the cluster calls return these.
 pub use metad_proto::v1 as pb;
