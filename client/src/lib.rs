@@ -42,9 +42,9 @@ pub use client::Client;
 pub use config::{ClientConfig, Consistency, ReadOptions};
 pub use error::ClientError;
 pub use register::{GetResult, Header, IncrResult, PutResult};
-pub use watch::WatchStream;
 pub use tags::{FindResult, FoundInode, TagChange, TagEntry, TagKeysResult, TagsResult};
 pub use topology::{InstanceSpec, SiloSpec, SiloUpdate};
+pub use watch::WatchStream;
 
 /// Generated wire types of the public API (`metad.v1`): the cluster calls return these.
 pub use metad_proto::v1 as pb;

@@ -17,9 +17,12 @@ use crate::wait::wait_until;
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
+type ConfigHook = std::sync::Arc<dyn Fn(&mut Config) + Send + Sync>;
+
 pub struct ClusterBuilder {
     nodes: u64,
     metrics: bool,
+    hook: Option<ConfigHook>,
     tuning: RaftTuning,
     request_timeout_ms: u64,
 }
@@ -34,6 +37,12 @@ impl ClusterBuilder {
     pub fn snapshots(mut self, every: u64, keep: u64) -> Self {
         self.tuning.snapshot_after_entries = every;
         self.tuning.keep_entries_after_snapshot = keep;
+        self
+    }
+
+    /// Adjusts every node's configuration (after the harness has filled it in).
+    pub fn configure(mut self, f: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
+        self.hook = Some(std::sync::Arc::new(f));
         self
     }
 
@@ -74,6 +83,7 @@ impl ClusterBuilder {
             slots: BTreeMap::new(),
             tuning: self.tuning,
             request_timeout_ms: self.request_timeout_ms,
+            hook: self.hook,
         };
         for (id, client, peer) in bound {
             let config = cluster.config_for(
@@ -127,6 +137,7 @@ pub struct Cluster {
     slots: BTreeMap<u64, Slot>,
     tuning: RaftTuning,
     request_timeout_ms: u64,
+    hook: Option<ConfigHook>,
 }
 
 impl Cluster {
@@ -134,6 +145,7 @@ impl Cluster {
         ClusterBuilder {
             nodes: 3,
             metrics: false,
+            hook: None,
             tuning: RaftTuning {
                 heartbeat_ms: 50,
                 election_timeout_min_ms: 300,
@@ -153,7 +165,7 @@ impl Cluster {
         peer: SocketAddr,
         members: Vec<InitialMember>,
     ) -> Config {
-        Config {
+        let mut c = Config {
             node_id: id,
             site: site_of(id),
             data_dir: self.dir.path().join(format!("node-{id}")),
@@ -164,7 +176,11 @@ impl Cluster {
             request_timeout_ms: self.request_timeout_ms,
             raft: self.tuning.clone(),
             ..Config::default()
+        };
+        if let Some(h) = &self.hook {
+            h(&mut c);
         }
+        c
     }
 
     pub fn faults(&self) -> &Arc<FaultInjector> {
