@@ -707,7 +707,7 @@ fn list_instances_pages_by_cursor() {
     assert!(
         matches!(bad(10_001, "", "s1"), Err(ApplyError::Refused(r)) if r.message.starts_with("limit"))
     );
-    assert!(matches!(bad(10_000, "", "s1"), Ok(_)));
+    assert!(bad(10_000, "", "s1").is_ok());
     assert!(
         matches!(bad(0, "zz", "s1"), Err(ApplyError::Refused(r)) if r.message.starts_with("cursor"))
     );
