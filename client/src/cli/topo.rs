@@ -58,8 +58,10 @@ Example:
     metactl site add gpu-east --description \"rented GPU cluster\"")]
     Add {
         name: String,
+        /// Free text (at most 1024 bytes).
         #[arg(long, default_value = "")]
         description: String,
+        /// Region or location, e.g. eu-west (at most 1024 bytes).
         #[arg(long, default_value = "")]
         region: String,
         /// A label KEY=VALUE (repeatable).
