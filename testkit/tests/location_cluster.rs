@@ -234,3 +234,84 @@ async fn locate_answers_per_site_and_record_write_stales_copies() -> anyhow::Res
     cluster.shutdown().await;
     Ok(())
 }
+
+/// `metactl` end to end: the topology commands (as parsed, see the CLI unit tests for the
+/// grammar) run against a real cluster, JSON output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metactl_topology_commands_against_a_cluster() -> anyhow::Result<()> {
+    use metad_client::cli::args::{Cli, Command, EndpointList, OutputFormat};
+    use metad_client::cli::commands;
+    use metad_client::cli::topo::{
+        KindArg, SiloAddArgs, SiloCmd, SiloSetArgs, SiteCmd, StateArg, TierArg, TopoCmd,
+    };
+    init_logging();
+    let cluster = Cluster::builder().nodes(3).build().await?;
+    cluster.wait_for_leader(T).await?;
+    let eps: Vec<String> = cluster
+        .ids()
+        .iter()
+        .map(|id| format!("http://{}", cluster.client_addr(*id)))
+        .collect();
+    let exec = |cmd: TopoCmd| {
+        let cli = Cli {
+            endpoints: EndpointList(eps.clone()),
+            output: OutputFormat::Json,
+            timeout: T,
+            command: Command::Topo(cmd),
+        };
+        async move {
+            commands::execute(&cli)
+                .await
+                .map(|o| o.json)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        }
+    };
+    exec(TopoCmd::Site(SiteCmd::Add {
+        name: "paris".into(),
+        description: String::new(),
+        region: "eu-west".into(),
+        labels: vec![("tier".into(), "1".into())],
+    }))
+    .await?;
+    let add = |name: &str, site: &str| SiloAddArgs {
+        name: name.into(),
+        site: site.into(),
+        kind: KindArg::Nfs,
+        tier: TierArg::Warm,
+        capacity: 3 << 39,
+        cost: 0.012,
+        root: format!("/mnt/{name}"),
+        labels: vec![],
+    };
+    let out = exec(TopoCmd::Silo(SiloCmd::Add(add("nas1", "paris")))).await?;
+    assert_eq!(out["capacity_bytes"], 3u64 << 39);
+    assert_eq!(out["state"], "online");
+    assert_eq!(out["tier"], "warm");
+    exec(TopoCmd::Silo(SiloCmd::Set(SiloSetArgs {
+        name: "nas1".into(),
+        state: Some(StateArg::Draining),
+        used: Some(500_000_000),
+        capacity: None,
+        labels: vec![],
+        remove_labels: vec![],
+    })))
+    .await?;
+    let ls = exec(TopoCmd::Silo(SiloCmd::Ls { site: None })).await?;
+    assert_eq!(ls["silos"][0]["name"], "nas1");
+    assert_eq!(ls["silos"][0]["state"], "draining");
+    assert_eq!(ls["silos"][0]["used_bytes"], 500_000_000u64);
+    assert_eq!(ls["silos"][0]["kind"], "nfs");
+    let sites = exec(TopoCmd::Site(SiteCmd::Ls)).await?;
+    assert_eq!(sites["sites"][0]["labels"]["tier"], "1");
+    let err = exec(TopoCmd::Silo(SiloCmd::Add(add("x", "nowhere"))))
+        .await
+        .expect_err("unknown site");
+    assert!(err.to_string().starts_with("NOT_FOUND"), "{err}");
+    let rm = exec(TopoCmd::Silo(SiloCmd::Rm {
+        name: "nas1".into(),
+    }))
+    .await?;
+    assert_eq!(rm["instances_removed"], 0);
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -58,8 +58,10 @@ Example:
     metactl site add gpu-east --description \"rented GPU cluster\"")]
     Add {
         name: String,
+        /// Free text (at most 1024 bytes).
         #[arg(long, default_value = "")]
         description: String,
+        /// Region or location, e.g. eu-west (at most 1024 bytes).
         #[arg(long, default_value = "")]
         region: String,
         /// A label KEY=VALUE (repeatable).
@@ -329,7 +331,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             let scale = 10u128.pow(frac_digits);
             let m = mult as u128;
             let frac_bytes = frac_n * m;
-            if frac_bytes % scale != 0 {
+            if !frac_bytes.is_multiple_of(scale) {
                 return Err(format!("size {s:?} is not a whole number of bytes"));
             }
             let total = int

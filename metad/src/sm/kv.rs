@@ -52,15 +52,17 @@ tables! {
     TagIndex = 9, "tag_index";
     /// key -> count u64 BE: the tag-key catalogue (inodes setting the key themselves).
     TagKeys = 10, "tag_keys";
-    /// site name -> site record. (topology work)
+    /// site name (1..=64 of [A-Za-z0-9._-]) -> metad.v1.Site. (topology work)
     Sites = 11, "sites";
-    /// silo name -> silo record. (topology work)
+    /// silo name (1..=64 of [A-Za-z0-9._-]) -> metad.v1.Silo. (topology work)
     Silos = 12, "silos";
-    /// (ino u64 BE, silo) -> instance record. (location work)
+    /// (ino u64 BE, silo name) -> metad.v1.Instance (path not stored). (location work)
     Instances = 13, "instances";
-    /// (silo, 0, ino u64 BE) -> (). (location work)
+    /// (silo name, 0x00, ino u64 BE) -> empty: the instances of one silo, in inode order.
+    /// (location work)
     SiloInstances = 14, "silo_instances";
-    /// (silo, 0, ino u64 BE) -> tombstone of a deleted file's instance. (location work)
+    /// (silo name, 0x00, ino u64 BE) -> metad.v1.Tombstone: a deleted file's instance until
+    /// the silo's agent confirms it reclaimed the bytes. (location work)
     Tombstones = 15, "tombstones";
     /// (revision u64 BE, index u32 BE) -> metad.v1.Event.
     Events = 16, "events";

@@ -293,6 +293,9 @@ pub(super) fn confirm_reclaimed(
     })
 }
 
+/// One page of rows and the cursor of the next ("" = no more).
+pub type Page<T> = (Vec<T>, String);
+
 /// One page of a per-silo table after `cursor`: (rows, next cursor or "").
 fn silo_page(
     kv: &impl KvRead,
@@ -300,7 +303,7 @@ fn silo_page(
     silo: &str,
     cursor: &str,
     limit: u32,
-) -> OpResult<(Vec<(u64, Vec<u8>)>, String)> {
+) -> OpResult<Page<(u64, Vec<u8>)>> {
     super::check_name("silo", silo)?;
     let limit = page_limit(limit)?;
     let (start, end) = silo_range(silo);
@@ -326,10 +329,7 @@ fn silo_page(
 }
 
 /// One page of the instances on `r.silo` (NOT_FOUND if the silo does not exist), with paths.
-pub fn list_instances(
-    kv: &impl KvRead,
-    r: &ListInstancesRequest,
-) -> OpResult<(Vec<Instance>, String)> {
+pub fn list_instances(kv: &impl KvRead, r: &ListInstancesRequest) -> OpResult<Page<Instance>> {
     existing_silo(kv, "silo", &r.silo)?;
     let (rows, next) = silo_page(kv, Table::SiloInstances, &r.silo, &r.cursor, r.limit)?;
     let mut out = Vec::with_capacity(rows.len());
@@ -346,10 +346,7 @@ pub fn list_instances(
 }
 
 /// One page of the tombstones on `r.silo` (NOT_FOUND if the silo does not exist).
-pub fn list_tombstones(
-    kv: &impl KvRead,
-    r: &ListTombstonesRequest,
-) -> OpResult<(Vec<Tombstone>, String)> {
+pub fn list_tombstones(kv: &impl KvRead, r: &ListTombstonesRequest) -> OpResult<Page<Tombstone>> {
     existing_silo(kv, "silo", &r.silo)?;
     let (rows, next) = silo_page(kv, Table::Tombstones, &r.silo, &r.cursor, r.limit)?;
     let out = rows

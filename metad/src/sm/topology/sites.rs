@@ -212,11 +212,12 @@ pub(super) fn remove_silo(
         }
     }
     let mut tombstones = 0u64;
+    let mut from = start;
     loop {
-        let rows = kv.range(Table::Tombstones, &start, Some(&end), SCAN_CHUNK)?;
-        if rows.is_empty() {
-            break;
-        }
+        let rows = kv.range(Table::Tombstones, &from, Some(&end), SCAN_CHUNK)?;
+        let Some((last, _)) = rows.last() else { break };
+        from = last.clone();
+        from.push(0);
         for (k, _) in rows {
             kv.delete(Table::Tombstones, &k)?;
             tombstones += 1;
