@@ -140,6 +140,17 @@ pub fn router(core: Arc<NodeCore>) -> Router {
         reporter
             .set_serving::<RegisterServer<register::RegisterApi>>()
             .await;
+        for name in [
+            "metad.v1.Namespace",
+            "metad.v1.Tags",
+            "metad.v1.Topology",
+            "metad.v1.Location",
+            "metad.v1.Watch",
+        ] {
+            reporter
+                .set_service_status(name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
     });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(metad_proto::FILE_DESCRIPTOR_SET)
