@@ -96,7 +96,7 @@ async fn rename_storm_leaves_one_identical_valid_tree_on_every_node() -> anyhow:
     for (k, id) in cluster.ids().into_iter().enumerate() {
         let client = cluster.client_for(id).await?;
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (k as u64 + 1) * 0x1234_5678);
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((k as u64 + 1) * 0x1234_5678));
             let (mut ok, mut refused) = (0u32, 0u32);
             for _ in 0..60 {
                 let (src, dst, mode) = match rng.below(4) {

@@ -272,7 +272,7 @@ async fn rm(client: &Client, path: &str, recursive: bool) -> Result<Output, Clie
                 let r = client.unlink(&p).await?;
                 revision = r.header.map(|h| h.revision).unwrap_or(revision);
                 removed += 1;
-                if removed % 1000 == 0 {
+                if removed.is_multiple_of(1000) {
                     eprintln!("rm: {removed} entries removed so far (now in {dir})");
                 }
             }
