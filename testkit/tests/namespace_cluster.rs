@@ -429,3 +429,79 @@ async fn limits_just_over_are_invalid_argument_and_change_nothing() -> anyhow::R
     cluster.shutdown().await;
     Ok(())
 }
+
+/// Runs one `metactl` command line (with `-o json`) against the cluster; returns its JSON or
+/// the error.
+async fn metactl(
+    cluster: &Cluster,
+    args: &[&str],
+) -> Result<metad_client::cli::commands::Output, metad_client::ClientError> {
+    let eps: Vec<String> = cluster
+        .ids()
+        .into_iter()
+        .map(|id| cluster.client_addr(id))
+        .collect();
+    let eps = eps.join(",");
+    let argv = ["metactl", "--endpoints", &eps, "-o", "json"]
+        .into_iter()
+        .chain(args.iter().copied());
+    metad_client::cli::ns::run_argv(argv).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metactl_namespace_commands_end_to_end() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::builder().nodes(3).build().await?;
+    cluster.wait_for_leader(T).await?;
+    let run = |args: &'static [&'static str]| {
+        let c = &cluster;
+        async move { metactl(c, args).await.map(|o| o.json) }
+    };
+
+    let j = run(&["mkdir", "-p", "/ml/imagenet/train"]).await?;
+    assert_eq!(j["action"], "created");
+    assert_eq!(
+        run(&["mkdir", "-p", "/ml/imagenet"]).await?["action"],
+        "exists"
+    );
+    let e = run(&["mkdir", "/ml"]).await.expect_err("exists");
+    assert_eq!(e.code(), ErrorCode::AlreadyExists);
+    assert_eq!(run(&["touch", "/ml/a.tar"]).await?["action"], "created");
+    assert_eq!(run(&["touch", "/ml/a.tar"]).await?["action"], "touched");
+    run(&["ln", "-s", "/ml/imagenet", "/ml/current"]).await?;
+    let st = run(&["stat", "/ml/current"]).await?;
+    assert_eq!(st["kind"], "symlink");
+    assert_eq!(st["symlink_target"], "/ml/imagenet");
+    let ls = run(&["ls", "-l", "/ml"]).await?;
+    let table = metactl(&cluster, &["ls", "-l", "/ml"]).await?.table;
+    assert!(table.contains("current -> /ml/imagenet"), "{table}");
+    assert!(table.contains("drwxr-xr-x"), "{table}");
+    let table = metactl(&cluster, &["ls", "/ml"]).await?.table;
+    assert_eq!(table, "a.tar\ncurrent\nimagenet/\n");
+    let names: Vec<&str> = ls["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["a.tar", "current", "imagenet"]);
+    assert!(ls["entries"][0]["attrs"]["mtime_ms"].as_u64().unwrap_or(0) > 0);
+    let mv = run(&[
+        "mv",
+        "/ml/a.tar",
+        "/ml/imagenet/train/a.tar",
+        "--no-replace",
+    ])
+    .await?;
+    assert_eq!(mv["from"], "/ml/a.tar");
+    let e = run(&["rm", "/ml/imagenet"]).await.expect_err("a directory");
+    assert_eq!(e.code(), ErrorCode::FailedPrecondition);
+    let rm = run(&["rm", "-r", "/ml"]).await?;
+    assert_eq!(rm["removed"], 5, "ml, imagenet, train, a.tar, current");
+    let ls = run(&["ls", "/"]).await?;
+    assert_eq!(ls["entries"].as_array().map(Vec::len), Some(0));
+    let e = run(&["stat", "/ml"]).await.expect_err("gone");
+    assert_eq!(e.code(), ErrorCode::NotFound);
+    cluster.shutdown().await;
+    Ok(())
+}

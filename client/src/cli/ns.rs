@@ -105,6 +105,19 @@ Example:
     },
 }
 
+/// Parses a whole `metactl` command line (argv[0] first) and runs it, returning its output in
+/// both forms. For tests and tools that embed metactl; usage errors are `InvalidConfig`.
+pub async fn run_argv<I, T>(argv: I) -> Result<Output, ClientError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::Parser;
+    let cli =
+        super::Cli::try_parse_from(argv).map_err(|e| ClientError::InvalidConfig(e.to_string()))?;
+    super::commands::execute(&cli).await
+}
+
 pub async fn execute(client: &Client, cmd: &NsCmd) -> Result<Output, ClientError> {
     match cmd {
         NsCmd::Mkdir { parents, path } => {
