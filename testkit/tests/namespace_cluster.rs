@@ -505,3 +505,32 @@ async fn metactl_namespace_commands_end_to_end() -> anyhow::Result<()> {
     cluster.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn namespace_write_with_lost_reply_is_retried_exactly_once() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::builder().nodes(3).build().await?;
+    let leader = cluster.wait_for_leader(T).await?;
+    let client = cluster.client_for(leader).await?;
+    client.mkdir("/d", false).await?;
+    // The create is applied but its reply is lost: the client retries with the same
+    // (client_id, seq) and gets the original success, not ALREADY_EXISTS.
+    cluster.faults().lose_write_replies(leader, 1);
+    let created = client.create("/d/f").await?;
+    let ino = created.inode.map(|i| i.ino).unwrap_or(0);
+    assert!(ino > 0);
+    let st = client.stat("/d/f", ReadOptions::linearizable()).await?;
+    assert_eq!(st.inode.map(|i| i.ino), Some(ino));
+    // Same for a rename: a second application would fail with NOT_FOUND.
+    cluster.faults().lose_write_replies(leader, 1);
+    client
+        .rename("/d/f", "/d/g", pb::RenameMode::NoReplace)
+        .await?;
+    let page = client
+        .read_dir("/d", "", 0, false, ReadOptions::linearizable())
+        .await?;
+    let names: Vec<String> = page.entries.into_iter().map(|e| e.name).collect();
+    assert_eq!(names, vec!["g".to_string()]);
+    cluster.shutdown().await;
+    Ok(())
+}
