@@ -603,3 +603,14 @@ fn queries() {
 }
 
 mod txn;
+
+#[test]
+fn queries_before_anything_is_applied_see_an_empty_root() {
+    let kv = MemKv::default();
+    assert_eq!(super::stat_path(&kv, "/").expect("root").ino, ROOT_INO);
+    assert_eq!(super::stat_ino(&kv, ROOT_INO).expect("root").1, "/");
+    let page = super::read_dir(&kv, "/", "", 0, true).expect("ls /");
+    assert!(page.entries.is_empty() && page.next_start_after.is_empty());
+    let e = super::lookup_entry(&kv, ROOT_INO, "x").expect_err("absent");
+    assert!(matches!(e, crate::sm::ApplyError::Refused(r) if r.code == ErrorCode::NotFound));
+}
