@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use metad::sm::kv::{KvRead, MemKv, Table};
-use metad::sm::model::{ensure_root, get_inode, join, list_dir, ROOT_INO};
+use metad::sm::model::{ensure_root, events_from, get_inode, join, list_dir, ROOT_INO};
 use metad::sm::{apply_command, revision};
 use metad_proto::raft::v1::{command::Op, reply, Command};
 use metad_proto::v1::*;
@@ -482,6 +482,12 @@ proptest! {
                 (exp, got) => prop_assert!(false, "step {} {:?}: model {:?}, state machine {:?}", i, s, exp, got),
             }
             prop_assert!(after == before || after == before + 1, "revision gap");
+            if after > before {
+                // Every change is visible to Watch: events at exactly the new revision.
+                let ev = events_from(&kv, after, 1000).unwrap();
+                prop_assert!(!ev.is_empty(), "step {} changed state without an event", i);
+                prop_assert!(ev.iter().all(|e| e.revision == after && e.inode.is_some()));
+            }
             prop_assert_eq!(reply.revision, after);
             prop_assert_eq!(sm_listing(&kv), model.listing(), "trees differ after step {} {:?}", i, s);
         }
