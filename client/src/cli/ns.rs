@@ -28,6 +28,7 @@ Example:
         /// Create missing parents; no error if PATH already is a directory.
         #[arg(short = 'p', long)]
         parents: bool,
+        /// Absolute path of the directory.
         path: String,
     },
     /// Create an empty file, or update the mtime of an existing one.
@@ -36,7 +37,10 @@ Create file PATH; if it already exists, set its mtime to now (like touch(1)).
 
 Example:
     metactl touch /ml/imagenet/README")]
-    Touch { path: String },
+    Touch {
+        /// Absolute path of the file.
+        path: String,
+    },
     /// List a directory (-l: with kind, mode, size, mtime, inode).
     #[command(long_about = "\
 List directory PATH (default /), paging through it 1000 entries at a time, in name order.
@@ -49,6 +53,7 @@ Example:
         /// Long format: kind and mode, uid, gid, size, mtime, inode number.
         #[arg(short = 'l', long)]
         long: bool,
+        /// Absolute path of the directory (or object) to list.
         #[arg(default_value = "/")]
         path: String,
     },
@@ -58,7 +63,10 @@ Show the attributes of PATH (symlinks are not followed).
 
 Example:
     metactl stat /ml/imagenet")]
-    Stat { path: String },
+    Stat {
+        /// Absolute path of the object.
+        path: String,
+    },
     /// Rename (move) SRC to DST atomically.
     #[command(long_about = "\
 Rename SRC to DST atomically. An existing DST is replaced if the kinds allow it (a file by a
@@ -68,7 +76,9 @@ file, an empty directory by a directory); a directory cannot move into its own s
 Example:
     metactl mv /ml/tmp /ml/imagenet --no-replace")]
     Mv {
+        /// Absolute path of the object to move.
         src: String,
+        /// Absolute path it gets.
         dst: String,
         /// Fail if DST exists.
         #[arg(long, conflicts_with = "exchange")]
@@ -90,6 +100,7 @@ Example:
         /// Remove directories and their contents.
         #[arg(short = 'r', long)]
         recursive: bool,
+        /// Absolute path of the object to remove.
         path: String,
     },
     /// Create a symbolic link PATH -> TARGET (-s is required).
@@ -103,7 +114,9 @@ Example:
         /// Symbolic link (the only kind of link metad has).
         #[arg(short = 's', long)]
         symbolic: bool,
+        /// What the link points at (stored as given, never resolved).
         target: String,
+        /// Absolute path of the new link.
         path: String,
     },
 }
