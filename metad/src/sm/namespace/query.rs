@@ -7,6 +7,7 @@ use super::{is_dir, READDIR_LIMIT_DEFAULT, READDIR_LIMIT_MAX};
 use crate::sm::kv::KvRead;
 use crate::sm::model::{
     check_name, get_inode, list_dir, lookup, path_of, refuse, resolve_existing, OpResult, Refusal,
+    ROOT_INO,
 };
 
 /// The object at `path` (symlinks not followed).
@@ -21,9 +22,7 @@ pub fn stat_ino(kv: &impl KvRead, ino: u64) -> OpResult<(Inode, String)> {
             let p = path_of(kv, ino)?;
             Ok((i, p))
         }
-        None if ino == crate::sm::model::ROOT_INO => {
-            Ok((resolve_existing(kv, "ino", "/")?, "/".into()))
-        }
+        None if ino == ROOT_INO => Ok((resolve_existing(kv, "ino", "/")?, "/".into())),
         None => refuse(Refusal::not_found(format!("ino: no inode {ino}"))),
     }
 }
@@ -32,6 +31,12 @@ pub fn stat_ino(kv: &impl KvRead, ino: u64) -> OpResult<(Inode, String)> {
 pub fn lookup_entry(kv: &impl KvRead, parent: u64, name: &str) -> OpResult<Inode> {
     check_name("name", name)?;
     let Some(dir) = get_inode(kv, parent)? else {
+        if parent == ROOT_INO {
+            // Nothing applied yet: the root exists implicitly and is empty.
+            return refuse(Refusal::not_found(format!(
+                "name: no entry {name:?} in directory {parent}"
+            )));
+        }
         return refuse(Refusal::not_found(format!("parent: no inode {parent}")));
     };
     if !is_dir(&dir) {
