@@ -231,6 +231,21 @@ async fn locate_answers_per_site_and_record_write_stales_copies() -> anyhow::Res
         .await?;
     assert_eq!(page.instances.len(), 1);
     assert_eq!(page.instances[0].state, pb::InstanceState::Stale as i32);
+
+    // Deleting the file returns its instances for reclaiming, as tombstones with the path.
+    let gone = client.unlink("/data.bin").await?;
+    let mut silos: Vec<String> = gone.reclaim.iter().map(|i| i.silo.clone()).collect();
+    silos.sort();
+    assert_eq!(silos, ["paris-nvme", "tokyo-s3"]);
+    let tombs = client
+        .list_tombstones("tokyo-s3", "", 0, ReadOptions::linearizable())
+        .await?;
+    assert_eq!(tombs.tombstones.len(), 1);
+    assert_eq!(
+        tombs.tombstones[0].path, "/data.bin",
+        "the tombstone keeps the path"
+    );
+    client.remove_silo("tokyo-s3").await?;
     cluster.shutdown().await;
     Ok(())
 }

@@ -215,6 +215,7 @@ impl Namespace for NamespaceApi {
                 header: self.header(rev),
                 inode: rep.inode,
                 replaced: rep.replaced,
+                reclaim: rep.reclaim,
             }))
         })
         .await
@@ -231,6 +232,7 @@ impl Namespace for NamespaceApi {
             Ok(Response::new(UnlinkResponse {
                 header: self.header(rev),
                 inode: rep.inode,
+                reclaim: rep.reclaim,
             }))
         })
         .await

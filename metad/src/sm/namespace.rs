@@ -154,8 +154,12 @@ pub fn apply_in(
                     u.path
                 )));
             }
-            remove_entry(kv, ctx, &inode, &u.path)?;
-            Ok(reply(inode))
+            let reclaim = remove_entry(kv, ctx, &inode, &u.path)?;
+            Ok(NamespaceReply {
+                inode: Some(inode),
+                reclaim,
+                ..Default::default()
+            })
         }
         Some(namespace_op::Op::Rmdir(r)) => {
             let f = field(prefix, "path");
@@ -267,30 +271,38 @@ fn link_new(
     Ok(inode)
 }
 
-/// Deletes an inode record and runs the deletion hooks (tags; location for files).
-pub(crate) fn drop_inode(kv: &mut impl KvWrite, ctx: &mut ApplyCtx, inode: &Inode) -> OpResult<()> {
-    delete_inode(kv, inode.ino)?;
-    super::tags::on_inode_deleted(kv, inode.ino)?;
+/// Runs the deletion hooks (location for files, then tags) while the inode and its entry
+/// still exist (so tombstones and events get the path), then deletes the inode record.
+/// Returns the file's instances, now tombstones to reclaim.
+pub(crate) fn drop_inode(
+    kv: &mut impl KvWrite,
+    ctx: &mut ApplyCtx,
+    inode: &Inode,
+) -> OpResult<Vec<metad_proto::v1::Instance>> {
+    let mut reclaim = Vec::new();
     if inode.kind == InodeKind::File as i32 {
+        reclaim = super::topology::instances_of(kv, inode.ino)?;
         super::topology::on_file_deleted(kv, ctx, inode.ino)?;
     }
-    Ok(())
+    super::tags::on_inode_deleted(kv, inode.ino)?;
+    delete_inode(kv, inode.ino)?;
+    Ok(reclaim)
 }
 
-/// Unlinks `inode` from its parent, deletes it and emits DELETED.
+/// Deletes `inode` (hooks first), unlinks it from its parent and emits DELETED.
 pub(crate) fn remove_entry(
     kv: &mut impl KvWrite,
     ctx: &mut ApplyCtx,
     inode: &Inode,
     path: &str,
-) -> OpResult<()> {
+) -> OpResult<Vec<metad_proto::v1::Instance>> {
+    let reclaim = drop_inode(kv, ctx, inode)?;
     delete_dentry(kv, inode.parent, &inode.name)?;
     adjust_dir(kv, ctx, inode.parent, -1)?;
-    drop_inode(kv, ctx, inode)?;
     let mut gone = inode.clone();
     gone.mod_revision = ctx.revision;
     ctx.emit(event(EventKind::Deleted, path, &gone));
-    Ok(())
+    Ok(reclaim)
 }
 
 fn mkdir(

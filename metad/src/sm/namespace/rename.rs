@@ -122,11 +122,12 @@ pub(super) fn rename(
         return Ok(NamespaceReply {
             inode: Some(src),
             replaced: Some(other),
-            created: 0,
+            ..Default::default()
         });
     }
 
     let mut replaced = None;
+    let mut reclaim = Vec::new();
     if let Some(t) = target {
         if mode == RenameMode::NoReplace {
             return refuse(Refusal::exists(format!("{fd}: {} already exists", r.dst)));
@@ -152,9 +153,9 @@ pub(super) fn rename(
             }
             _ => {}
         }
+        reclaim = drop_inode(kv, ctx, &t)?;
         delete_dentry(kv, dparent.ino, dname)?;
         adjust_dir(kv, ctx, dparent.ino, -1)?;
-        drop_inode(kv, ctx, &t)?;
         let mut gone = t.clone();
         gone.mod_revision = ctx.revision;
         ctx.emit(event(EventKind::Deleted, &r.dst, &gone));
@@ -171,5 +172,6 @@ pub(super) fn rename(
         inode: Some(src),
         replaced,
         created: 0,
+        reclaim,
     })
 }
