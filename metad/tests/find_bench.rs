@@ -55,7 +55,8 @@ fn find_by_tags_over_one_million_files() {
         let mut files = 0u64;
         for p in 0..PROJECTS {
             let mut w = db.begin_write().expect("txn");
-            w.set_durability(redb::Durability::None).expect("durability");
+            w.set_durability(redb::Durability::None)
+                .expect("durability");
             {
                 let mut kv = RedbWrite { txn: &w };
                 let root_children = PROJECTS;
@@ -69,8 +70,13 @@ fn find_by_tags_over_one_million_files() {
                 }
                 let pd = dir(&mut kv, ROOT_INO, &format!("p{p:02}"), SUBDIRS);
                 // Inherited by the 10 000 files of the project (1 %).
-                set_tags_on(&mut kv, pd, &pairs(&[("project", format!("p{p:02}"))]), true)
-                    .expect("tag project");
+                set_tags_on(
+                    &mut kv,
+                    pd,
+                    &pairs(&[("project", format!("p{p:02}"))]),
+                    true,
+                )
+                .expect("tag project");
                 for s in 0..SUBDIRS {
                     let sd = dir(&mut kv, pd, &format!("s{s:02}"), FILES);
                     if s % 10 == 0 {
@@ -98,7 +104,12 @@ fn find_by_tags_over_one_million_files() {
                             ("shard", format!("s{:03}", files % 200)),
                             (
                                 "stage",
-                                if files % 2 == 0 { "clean" } else { "raw" }.to_string(),
+                                if (files / 200) % 2 == 0 {
+                                    "clean"
+                                } else {
+                                    "raw"
+                                }
+                                .to_string(),
                             ),
                         ]);
                         if files % 997 == 0 {
