@@ -79,7 +79,7 @@ fn find_by_tags_over_one_million_files() {
                 .expect("tag project");
                 for s in 0..SUBDIRS {
                     let sd = dir(&mut kv, pd, &format!("s{s:02}"), FILES);
-                    if s % 10 == 0 {
+                    if s.is_multiple_of(10) {
                         set_tags_on(&mut kv, sd, &pairs(&[("tier", "hot".into())]), true)
                             .expect("tag tier");
                     }
@@ -104,7 +104,7 @@ fn find_by_tags_over_one_million_files() {
                             ("shard", format!("s{:03}", files % 200)),
                             (
                                 "stage",
-                                if (files / 200) % 2 == 0 {
+                                if (files / 200).is_multiple_of(2) {
                                     "clean"
                                 } else {
                                     "raw"
@@ -112,7 +112,7 @@ fn find_by_tags_over_one_million_files() {
                                 .to_string(),
                             ),
                         ]);
-                        if files % 997 == 0 {
+                        if files.is_multiple_of(997) {
                             tags.push(("owner".into(), "alice".into()));
                         }
                         set_tags_on(&mut kv, ino, &tags, false).expect("tag file");

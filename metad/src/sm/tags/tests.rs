@@ -587,7 +587,7 @@ proptest! {
         let scope = dirs[scope_pick.index(dirs.len())];
         let scope_path = path_of(&kv, inos[scope]).expect("path");
         let mut expected = Vec::new();
-        for i in 0..nodes.len() {
+        for (i, &ino) in inos.iter().enumerate() {
             // chain i, parent(i), ..., root
             let mut chain = vec![i];
             while *chain.last().expect("chain") != 0 {
@@ -605,7 +605,7 @@ proptest! {
                 }
             }
             if e.eval(&eff) {
-                expected.push((inos[i], path_of(&kv, inos[i]).expect("path")));
+                expected.push((ino, path_of(&kv, ino).expect("path")));
             }
         }
         expected.sort();
