@@ -131,12 +131,12 @@ impl View for ChangeView {
     fn table(&self) -> String {
         if self.changed.is_empty() {
             format!(
-                "{}: nothing changed (revision {})",
+                "{}: nothing changed (revision {})\n",
                 self.path, self.revision
             )
         } else {
             format!(
-                "{}: {} {} (revision {})",
+                "{}: {} {} (revision {})\n",
                 self.path,
                 self.action,
                 self.changed.join(", "),
@@ -179,7 +179,7 @@ impl View for TagsView {
             })
             .collect();
         if rows.is_empty() {
-            return format!("{}: no tags", self.path);
+            return format!("{}: no tags\n", self.path);
         }
         table::render(&["KEY", "VALUE", "INHERIT", "SOURCE"], &rows)
     }
@@ -208,7 +208,7 @@ impl View for KeysView {
             .collect();
         let mut s = table::render(&["KEY", "INODES"], &rows);
         if let Some(a) = &self.next_after {
-            s.push_str(&format!("\n(more: --after {a})"));
+            s.push_str(&format!("(more: --after {a})\n"));
         }
         s
     }
@@ -240,12 +240,12 @@ impl View for FindView {
             .map(|m| vec![m.path.clone(), m.kind.to_string(), m.ino.to_string()])
             .collect();
         let mut s = if rows.is_empty() {
-            "no matches".to_string()
+            "no matches\n".to_string()
         } else {
             table::render(&["PATH", "KIND", "INO"], &rows)
         };
         if let Some(c) = &self.next_cursor {
-            s.push_str(&format!("\n(more: --cursor {c})"));
+            s.push_str(&format!("(more: --cursor {c})\n"));
         }
         s
     }

@@ -3,7 +3,8 @@
 //!
 //! Plan: the expression is reduced to a set of index lookups whose union is a superset of the
 //! matches (`k=v` -> one (k,v) range; `k in (..)` -> one per value; `has(k)` -> the k range;
-//! `a and b` -> the more selective side, by counting index rows up to `ESTIMATE_CAP`;
+//! `a and b` -> the more selective side, by counting index rows up to `ESTIMATE_CAP`, a row of
+//! an inheritable tag weighing 1 + its directory's entry count;
 //! `a or b` -> both sides). A row whose tag is inheritable adds the subtree below that
 //! directory (clipped to the scope), since its descendants may inherit the tag. Every candidate
 //! is then checked against the whole expression over its effective tags (own + inherited,
@@ -70,11 +71,30 @@ fn cursor_of(ino: u64) -> String {
 /// An index lookup: (key, Some(value)) or (key, None) for any value.
 type Lookup = (String, Option<String>);
 
+/// Estimated candidates of one lookup: its index rows (up to `ESTIMATE_CAP`), where a row of an
+/// inheritable tag weighs 1 + the directory's entry count, since its subtree becomes candidates.
 fn count_rows(kv: &impl KvRead, l: &Lookup) -> Result<usize, KvError> {
     let p = index_prefix(&l.0, l.1.as_deref());
-    Ok(kv
-        .range(Table::TagIndex, &p, Some(&prefix_end(&p)), ESTIMATE_CAP + 1)?
-        .len())
+    let rows = kv.range(Table::TagIndex, &p, Some(&prefix_end(&p)), ESTIMATE_CAP + 1)?;
+    let mut n = 0usize;
+    for (k, v) in rows {
+        n = n.saturating_add(1);
+        if v.first().is_some_and(|f| f & 1 != 0) {
+            let children = get_inode(kv, index_ino(&k)?)?
+                .map(|i| i.child_count)
+                .unwrap_or(0);
+            n = n.saturating_add(usize::try_from(children).unwrap_or(usize::MAX));
+        }
+    }
+    Ok(n)
+}
+
+fn index_ino(k: &[u8]) -> Result<u64, KvError> {
+    k.len()
+        .checked_sub(8)
+        .and_then(|i| <[u8; 8]>::try_from(&k[i..]).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| KvError("find: short index key".into()))
 }
 
 /// The lookups whose union covers every match of `e`, with their estimated row count; `None`
@@ -257,12 +277,7 @@ pub fn find_by_tags(kv: &impl KvRead, q: &FindQuery<'_>) -> OpResult<FindPage> {
                     let page = kv.range(Table::TagIndex, &start, Some(&end), PAGE)?;
                     let full = page.len() == PAGE;
                     for (k, v) in &page {
-                        let ino = k
-                            .len()
-                            .checked_sub(8)
-                            .and_then(|i| <[u8; 8]>::try_from(&k[i..]).ok())
-                            .map(u64::from_be_bytes)
-                            .ok_or_else(|| KvError("find: short index key".into()))?;
+                        let ino = index_ino(k)?;
                         rows += 1;
                         cands.push(ino);
                         if v.first().is_some_and(|f| f & 1 != 0) {

@@ -587,7 +587,7 @@ proptest! {
         let scope = dirs[scope_pick.index(dirs.len())];
         let scope_path = path_of(&kv, inos[scope]).expect("path");
         let mut expected = Vec::new();
-        for i in 0..nodes.len() {
+        for (i, &ino) in inos.iter().enumerate() {
             // chain i, parent(i), ..., root
             let mut chain = vec![i];
             while *chain.last().expect("chain") != 0 {
@@ -605,7 +605,7 @@ proptest! {
                 }
             }
             if e.eval(&eff) {
-                expected.push((inos[i], path_of(&kv, inos[i]).expect("path")));
+                expected.push((ino, path_of(&kv, ino).expect("path")));
             }
         }
         expected.sort();
@@ -637,4 +637,40 @@ proptest! {
             prop_assert_eq!(eff, want);
         }
     }
+}
+
+#[test]
+fn through_apply_command_revision_moves_only_on_change_and_retries_are_deduplicated() {
+    use crate::sm::apply::{apply_command, revision};
+    use metad_proto::raft::v1::{command::Op, reply, Command};
+    let mut kv = fresh();
+    mk(&mut kv, ROOT_INO, "f", false);
+    let cmd = |seq, op: TagOp| Command {
+        client_id: "c".into(),
+        seq,
+        leader_time_ms: 10,
+        op: Some(Op::Tags(op)),
+    };
+    let r1 = apply_command(&mut kv, &cmd(1, set_op("/f", &[("a", "1")], false))).expect("apply");
+    assert_eq!(r1.revision, 1);
+    assert!(matches!(&r1.result, Some(reply::Result::Tags(t)) if t.changed == vec!["a"]));
+    let events = crate::sm::model::events_from(&kv, 0, 10).expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, EventKind::TagsChanged as i32);
+    // A retry of seq 1 returns the first reply and applies nothing.
+    let again = apply_command(&mut kv, &cmd(1, set_op("/f", &[("a", "2")], false))).expect("apply");
+    assert_eq!(again, r1);
+    assert_eq!(own_tag_value(&kv, 2, "a").expect("get"), Some("1".into()));
+    // No-op set: no revision bump.
+    let r2 = apply_command(&mut kv, &cmd(2, set_op("/f", &[("a", "1")], false))).expect("apply");
+    assert_eq!(r2.revision, 1);
+    // Refusal: a reply with the code, no revision bump.
+    let r3 = apply_command(&mut kv, &cmd(3, set_op("/f", &[("", "1")], false))).expect("apply");
+    assert!(
+        matches!(&r3.result, Some(reply::Result::Error(e)) if e.code == "INVALID_ARGUMENT"),
+        "{r3:?}"
+    );
+    assert_eq!(revision(&kv).expect("rev"), 1);
+    let r4 = apply_command(&mut kv, &cmd(4, rm_op("/f", &["a"]))).expect("apply");
+    assert_eq!(r4.revision, 2);
 }
