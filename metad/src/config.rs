@@ -114,6 +114,9 @@ pub struct Config {
     pub watch_history_revisions: u64,
     /// How often the leader checks whether history needs compacting (ms).
     pub compaction_interval_ms: u64,
+    /// A watcher whose stream buffer stays full this long (ms) is cut off with
+    /// RESOURCE_EXHAUSTED, so a stuck reader cannot hold memory on the server.
+    pub watch_slow_receiver_ms: u64,
     pub raft: RaftTuning,
 }
 
@@ -133,6 +136,7 @@ impl Default for Config {
             log_filter: "info,openraft=warn".into(),
             watch_history_revisions: 100_000,
             compaction_interval_ms: 10_000,
+            watch_slow_receiver_ms: 10_000,
             raft: RaftTuning::default(),
         }
     }
@@ -210,6 +214,9 @@ impl Config {
         }
         if self.watch_history_revisions < 10 {
             return Err(ConfigError("watch_history_revisions: must be >= 10".into()));
+        }
+        if self.watch_slow_receiver_ms < 100 {
+            return Err(ConfigError("watch_slow_receiver_ms: must be >= 100".into()));
         }
         if self.compaction_interval_ms < 100 {
             return Err(ConfigError("compaction_interval_ms: must be >= 100".into()));

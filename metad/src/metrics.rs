@@ -25,6 +25,8 @@ pub struct Metrics {
     pub grpc_requests: IntCounterVec,
     pub grpc_seconds: HistogramVec,
     pub peer_rpcs: IntCounterVec,
+    pub watch_streams: IntGauge,
+    pub watch_cutoffs: IntCounter,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -76,7 +78,14 @@ impl Metrics {
             &["rpc", "result"],
         )?;
         registry.register(Box::new(peer_rpcs.clone()))?;
+        let watch_cutoffs = IntCounter::new(
+            "metad_watch_slow_cutoffs_total",
+            "Watch streams cut off because the receiver stopped reading",
+        )?;
+        registry.register(Box::new(watch_cutoffs.clone()))?;
         Ok(Metrics {
+            watch_streams: g("metad_watch_streams", "Open watch streams")?,
+            watch_cutoffs,
             raft_term: g("metad_raft_term", "Current Raft term")?,
             raft_is_leader: g("metad_raft_is_leader", "1 if this node is the leader")?,
             raft_leader_changes,

@@ -231,3 +231,94 @@ async fn watch_arguments_over_limits_are_refused() -> anyhow::Result<()> {
     cluster.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watcher_that_stops_reading_is_cut_off_with_a_resume_point() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .configure(|c| c.watch_slow_receiver_ms = 300)
+        .build()
+        .await?;
+    let leader = cluster.wait_for_leader(T).await?;
+    let client = cluster.client().await?;
+    // Enough history to overflow the per-watcher buffer and the client's HTTP/2 window (2 MiB):
+    // long paths make each event ~2 KiB.
+    let long = "d".repeat(250);
+    let dir = format!("/s/{long}/{long}/{long}/{long}/{long}/{long}");
+    client.mkdir(&dir, true).await?;
+    let files = 6_000u32;
+    for chunk in (0..files).collect::<Vec<_>>().chunks(250) {
+        let futs = chunk.iter().map(|i| {
+            let c = client.clone();
+            let path = format!("{dir}/{}{i:05}", "f".repeat(200));
+            async move { c.create(&path).await }
+        });
+        for r in futures::future::join_all(futs).await {
+            r?;
+        }
+    }
+    let watcher = cluster.client_for(leader).await?;
+    let req = WatchRequest {
+        path_prefix: "/s".into(),
+        after_revision: Some(0),
+        ..Default::default()
+    };
+    let mut stream = watcher.watch(req).await?;
+    // Do not read: wait until the node reports the cut-off.
+    let metrics = &cluster.node(leader).core().metrics;
+    wait_until(T, "the slow watcher to be cut off", || async {
+        (metrics.watch_cutoffs.get() >= 1).then_some(())
+    })
+    .await?;
+    // Draining what was buffered ends with RESOURCE_EXHAUSTED and a resume point.
+    let mut events = 0usize;
+    let mut last = 0u64;
+    let err = loop {
+        match Client::next_watch_message(&mut stream).await {
+            Ok(Some(m)) => {
+                events += m.events.len();
+                last = m.events.last().map(|e| e.revision).unwrap_or(last);
+            }
+            Ok(None) => anyhow::bail!("stream ended without an error after {events} events"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), ErrorCode::ResourceExhausted, "{err}");
+    assert!(
+        events < files as usize,
+        "the server stopped buffering ({events} events delivered)"
+    );
+    assert!(
+        err.message().contains("resume with after_revision"),
+        "{err}"
+    );
+    // Resuming from the delivered point continues without a gap.
+    let resume: u64 = err
+        .message()
+        .rsplit("after_revision = ")
+        .next()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no resume revision in {err}"))?;
+    assert!(
+        resume <= last && resume > 0,
+        "resume {resume} vs last delivered {last}"
+    );
+    let mut again = watcher
+        .watch(WatchRequest {
+            path_prefix: "/s".into(),
+            after_revision: Some(resume),
+            ..Default::default()
+        })
+        .await?;
+    let next = Client::next_watch_message(&mut again)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("resumed stream ended"))?;
+    assert_eq!(
+        next.events.first().map(|e| e.revision),
+        Some(resume + 1),
+        "no gap after resuming"
+    );
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use futures::StreamExt;
 use metad_proto::v1::watch_server::{Watch, WatchServer};
 use metad_proto::v1::{Event, WatchRequest, WatchResponse};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Router;
 use tonic::{Request, Response, Status};
@@ -28,8 +29,6 @@ const READ_BATCH: usize = 1024;
 const SEND_BATCH: usize = 256;
 /// Messages buffered per watcher before it counts as slow.
 const CHANNEL_DEPTH: usize = 16;
-/// How long a full channel may stay full before the watcher is cut off.
-const SLOW_WATCHER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) fn add_services(router: Router, core: &Arc<NodeCore>) -> Router {
     router.add_service(
@@ -105,32 +104,72 @@ impl Watch for WatchApi {
             return Err(compacted(oldest, after));
         }
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-        tokio::spawn(pump(core, filter, after, progress_every, tx));
+        // A terminal error travels on its own channel, chained after the data: a watcher that
+        // stopped reading still gets it once it drains what was buffered.
+        let (end_tx, end_rx) = oneshot::channel::<Status>();
+        let slow = Duration::from_millis(core.config.watch_slow_receiver_ms);
+        tokio::spawn(pump(
+            core,
+            filter,
+            after,
+            progress_every,
+            Sink {
+                tx,
+                end: end_tx,
+                slow,
+            },
+        ));
+        let tail =
+            futures::stream::once(end_rx).filter_map(|r| futures::future::ready(r.ok().map(Err)));
         Ok(Response::new(
-            Box::pin(ReceiverStream::new(rx)) as WatchStream
+            Box::pin(ReceiverStream::new(rx).chain(tail)) as WatchStream
         ))
     }
 }
 
-/// Sends `resp`, cutting the watcher off if it does not drain its channel in time. Returns
-/// false when the stream is over (receiver gone or too slow).
-async fn send(
-    tx: &mpsc::Sender<Result<WatchResponse, Status>>,
-    resp: Result<WatchResponse, Status>,
-) -> bool {
-    match tx.send_timeout(resp, SLOW_WATCHER_TIMEOUT).await {
-        Ok(()) => true,
-        Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-            let st = NodeError::Refused {
-                code: metad_proto::ErrorCode::ResourceExhausted,
-                message: "watcher too slow: not reading its stream; resume from the last progress revision".into(),
-            }
-            .details()
-            .to_status();
-            let _ = tx.try_send(Err(st));
-            false
+/// Where a pump delivers: data messages on a bounded channel, a terminal error on `end`.
+struct Sink {
+    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    end: oneshot::Sender<Status>,
+    /// How long the channel may stay full before the watcher counts as too slow.
+    slow: Duration,
+}
+
+enum Sent {
+    Ok,
+    /// The receiver is gone.
+    Closed,
+    /// The receiver did not drain its channel in time.
+    TooSlow,
+}
+
+impl Sink {
+    async fn send(&self, resp: WatchResponse) -> Sent {
+        match self.tx.send_timeout(Ok(resp), self.slow).await {
+            Ok(()) => Sent::Ok,
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Sent::TooSlow,
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Sent::Closed,
         }
-        Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+    }
+
+    /// Ends the stream with `st` (after whatever data is still buffered).
+    fn fail(self, st: Status) {
+        let _ = self.end.send(st);
+    }
+
+    fn too_slow(self, core: &NodeCore, resume_after: u64) {
+        core.metrics.watch_cutoffs.inc();
+        let st = NodeError::Refused {
+            code: metad_proto::ErrorCode::ResourceExhausted,
+            message: format!(
+                "watcher too slow: its stream was not read for {} ms; resume with after_revision = {}",
+                self.slow.as_millis(),
+                resume_after
+            ),
+        }
+        .details()
+        .to_status();
+        self.fail(st);
     }
 }
 
@@ -139,13 +178,27 @@ async fn pump(
     filter: Filter,
     after: u64,
     progress_every: Duration,
-    tx: mpsc::Sender<Result<WatchResponse, Status>>,
+    sink: Sink,
+) {
+    core.metrics.watch_streams.inc();
+    pump_inner(&core, filter, after, progress_every, sink).await;
+    core.metrics.watch_streams.dec();
+}
+
+async fn pump_inner(
+    core: &Arc<NodeCore>,
+    filter: Filter,
+    after: u64,
+    progress_every: Duration,
+    sink: Sink,
 ) {
     let mut applied = core.sm.subscribe();
     // `next` = first revision not yet delivered. Events are read by revision; a revision's
     // events are written in one transaction, so a read never sees half of one.
     let mut next = after + 1;
     let mut last_progress = tokio::time::Instant::now();
+    // Everything matching with revision <= sent_upto has been handed to the stream.
+    let mut sent_upto = after;
     loop {
         let read = core.sm.read(|kv| {
             let cur = crate::sm::revision(kv)?;
@@ -160,12 +213,12 @@ async fn pump(
         let (cur, oldest, events) = match read {
             Ok(v) => v,
             Err(e) => {
-                let _ = tx.send(Err(super::to_status(&NodeError::from(e)))).await;
+                sink.fail(super::to_status(&NodeError::from(e)));
                 return;
             }
         };
         if oldest > next {
-            let _ = tx.send(Err(compacted(oldest, next - 1))).await;
+            sink.fail(compacted(oldest, next - 1));
             return;
         }
         // Deliver only whole revisions: if the batch is full, hold back its last revision.
@@ -196,8 +249,10 @@ async fn pump(
                 compact_revision: oldest,
                 node_id: core.id,
             };
-            if !send(&tx, Ok(resp)).await {
-                return;
+            match sink.send(resp).await {
+                Sent::Ok => sent_upto = progress.max(sent_upto),
+                Sent::Closed => return,
+                Sent::TooSlow => return sink.too_slow(core, sent_upto),
             }
         }
         if upto >= next {
@@ -222,12 +277,14 @@ async fn pump(
                     compact_revision: oldest,
                     node_id: core.id,
                 };
-                if !send(&tx, Ok(resp)).await {
-                    return;
+                match sink.send(resp).await {
+                    Sent::Ok => sent_upto = sent_upto.max(next - 1),
+                    Sent::Closed => return,
+                    Sent::TooSlow => return sink.too_slow(core, sent_upto),
                 }
                 last_progress = tokio::time::Instant::now();
             }
-            _ = tx.closed() => return,
+            _ = sink.tx.closed() => return,
         }
     }
 }
