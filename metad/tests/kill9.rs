@@ -96,17 +96,51 @@ fn cluster(dir: &Path) -> std::io::Result<(Vec<Proc>, Vec<String>)> {
     Ok((procs, endpoints))
 }
 
-async fn leader_of(client: &Client, deadline: Duration) -> anyhow::Result<u64> {
-    let until = Instant::now() + deadline;
+/// Polls `f` until it yields a value, failing after `timeout` (never a fixed wait).
+async fn poll<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = Instant::now() + timeout;
     loop {
-        if let Ok(st) = client.cluster_status().await {
-            if st.leader_id != 0 {
-                return Ok(st.leader_id);
-            }
+        if let Some(v) = f().await {
+            return Ok(v);
         }
-        anyhow::ensure!(Instant::now() < until, "no leader within {deadline:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        anyhow::ensure!(
+            Instant::now() < until,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+async fn leader_of(client: &Client, timeout: Duration) -> anyhow::Result<u64> {
+    poll(timeout, "a leader", || async {
+        client
+            .cluster_status()
+            .await
+            .ok()
+            .map(|s| s.leader_id)
+            .filter(|l| *l != 0)
+    })
+    .await
+}
+
+async fn revision_at_least(
+    client: &Client,
+    rev: u64,
+    done: impl Fn() -> bool,
+) -> anyhow::Result<()> {
+    poll(
+        Duration::from_secs(30),
+        "the writer to make progress",
+        || async {
+            let r = client.node_status().await.map(|s| s.revision).unwrap_or(0);
+            (done() || r >= rev).then_some(())
+        },
+    )
+    .await
 }
 
 /// Writes `n` keys starting at `from`; returns the acknowledged ones. Ambiguous outcomes are
@@ -143,10 +177,7 @@ async fn sigkill_during_acknowledged_writes_loses_nothing() -> anyhow::Result<()
         tokio::spawn(async move { write_stream(&c, 0, 400).await })
     };
     let c = client.clone();
-    let until = Instant::now() + Duration::from_secs(30);
-    while c.node_status().await.map(|s| s.revision).unwrap_or(0) < 100 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    revision_at_least(&c, 100, || writer.is_finished()).await?;
     let lp = procs
         .iter_mut()
         .find(|p| p.id == leader)
@@ -165,11 +196,7 @@ async fn sigkill_during_acknowledged_writes_loses_nothing() -> anyhow::Result<()
         let c = client.clone();
         tokio::spawn(async move { write_stream(&c, 1000, 150).await })
     };
-    while !writer.is_finished()
-        && c.node_status().await.map(|s| s.revision).unwrap_or(0) < acked.len() as u64 + 60
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    revision_at_least(&c, acked.len() as u64 + 60, || writer.is_finished()).await?;
     for p in procs.iter_mut() {
         p.kill9();
     }

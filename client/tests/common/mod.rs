@@ -65,10 +65,8 @@ impl Node {
             Act::Ok => Ok(()),
             Act::Fail(code) => Err(status(code, None)),
             Act::NotLeader(addr) => Err(status(ErrorCode::NotLeader, Some(addr))),
-            Act::Hang => {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok(())
-            }
+            // Never answers: the client's deadline must end the call.
+            Act::Hang => std::future::pending().await,
         }
     }
 
