@@ -153,17 +153,20 @@ pub fn valid_site(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
+/// Whether `v` is `host:port` (an IP socket address or a hostname of at most 255 bytes).
+/// The one address check, for config files and for member addresses sent over the API.
+pub fn is_host_port(v: &str) -> bool {
+    v.len() <= 255
+        && (v.parse::<SocketAddr>().is_ok()
+            || matches!(v.rsplit_once(':'), Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok()))
+}
+
 fn check_addr(field: &str, v: &str) -> Result<(), ConfigError> {
-    v.parse::<SocketAddr>()
-        .map(|_| ())
-        .or_else(|_| {
-            // host:port with a hostname
-            match v.rsplit_once(':') {
-                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(()),
-                _ => Err(()),
-            }
-        })
-        .map_err(|_| ConfigError(format!("{field}: {v:?} is not host:port")))
+    if is_host_port(v) {
+        Ok(())
+    } else {
+        Err(ConfigError(format!("{field}: {v:?} is not host:port")))
+    }
 }
 
 impl Config {

@@ -96,19 +96,12 @@ impl ClusterBuilder {
                 true => Some(TcpListener::bind("127.0.0.1:0").await?),
                 false => None,
             };
-            let node = MetaNode::start(
-                config.clone(),
-                Listeners {
-                    client,
-                    peer,
-                    metrics,
-                },
-                StartOptions {
-                    faults: Some(cluster.faults.clone()),
-                },
-            )
-            .await
-            .with_context(|| format!("start node {id}"))?;
+            let listeners = Listeners {
+                client,
+                peer,
+                metrics,
+            };
+            let node = launch(&cluster.faults, config.clone(), listeners).await?;
             cluster.slots.insert(
                 id,
                 Slot {
@@ -119,6 +112,21 @@ impl ClusterBuilder {
         }
         Ok(cluster)
     }
+}
+
+/// Starts one node of a test cluster, wired to the cluster's shared fault injector.
+async fn launch(
+    faults: &Arc<FaultInjector>,
+    config: Config,
+    listeners: Listeners,
+) -> anyhow::Result<MetaNode> {
+    let id = config.node_id;
+    let opts = StartOptions {
+        faults: Some(faults.clone()),
+    };
+    MetaNode::start(config, listeners, opts)
+        .await
+        .with_context(|| format!("start node {id}"))
 }
 
 /// Site of node `id` in test clusters: ids 1, 2, 3 at site-a, -b, -c, and round-robin after.
@@ -250,16 +258,7 @@ impl Cluster {
             }
         })
         .await?;
-        let node = MetaNode::start(
-            config,
-            listeners,
-            StartOptions {
-                faults: Some(self.faults.clone()),
-            },
-        )
-        .await
-        .with_context(|| format!("restart node {id}"))?;
-        slot.node = Some(node);
+        slot.node = Some(launch(&self.faults, config, listeners).await?);
         Ok(())
     }
 
@@ -269,18 +268,12 @@ impl Cluster {
         let client = TcpListener::bind("127.0.0.1:0").await?;
         let peer = TcpListener::bind("127.0.0.1:0").await?;
         let config = self.config_for(id, client.local_addr()?, peer.local_addr()?, vec![]);
-        let node = MetaNode::start(
-            config.clone(),
-            Listeners {
-                client,
-                peer,
-                metrics: None,
-            },
-            StartOptions {
-                faults: Some(self.faults.clone()),
-            },
-        )
-        .await?;
+        let listeners = Listeners {
+            client,
+            peer,
+            metrics: None,
+        };
+        let node = launch(&self.faults, config.clone(), listeners).await?;
         self.slots.insert(
             id,
             Slot {

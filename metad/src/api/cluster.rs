@@ -99,12 +99,7 @@ fn map_write_error(
 }
 
 fn check_addr(field: &str, v: &str) -> Result<(), NodeError> {
-    let ok = v.len() <= 255
-        && match v.rsplit_once(':') {
-            Some((h, p)) => !h.is_empty() && p.parse::<u16>().is_ok(),
-            None => false,
-        };
-    if ok {
+    if crate::config::is_host_port(v) {
         Ok(())
     } else {
         Err(NodeError::InvalidArgument(format!(

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::instrumented;
 use crate::error::NodeError;
 use crate::node::NodeCore;
-use crate::sm::{self, limits};
+use crate::sm;
 
 pub struct RegisterApi {
     core: Arc<NodeCore>,
@@ -35,14 +35,7 @@ impl RegisterApi {
 }
 
 fn check_key(key: &str) -> Result<(), NodeError> {
-    if key.is_empty() || key.len() > limits::REGISTER_KEY_MAX {
-        return Err(NodeError::InvalidArgument(format!(
-            "key: must be 1..={} bytes, got {}",
-            limits::REGISTER_KEY_MAX,
-            key.len()
-        )));
-    }
-    Ok(())
+    sm::apply::check_register_key(key).map_err(NodeError::InvalidArgument)
 }
 
 #[tonic::async_trait]

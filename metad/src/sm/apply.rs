@@ -53,6 +53,18 @@ fn refuse_reply(rev: u64, code: ErrorCode, message: impl Into<String>) -> Reply 
     }
 }
 
+/// The register key rule (1..=REGISTER_KEY_MAX bytes), shared by writes and reads.
+pub fn check_register_key(k: &str) -> Result<(), String> {
+    if k.is_empty() || k.len() > limits::REGISTER_KEY_MAX {
+        return Err(format!(
+            "key: must be 1..={} bytes, got {}",
+            limits::REGISTER_KEY_MAX,
+            k.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Validates a command's fields. Run by the API before proposing (so the client gets
 /// INVALID_ARGUMENT at once) and again here, so a bad entry can never corrupt state.
 pub fn validate(cmd: &Command) -> Result<(), String> {
@@ -73,20 +85,10 @@ pub fn validate(cmd: &Command) -> Result<(), String> {
     if cmd.seq == 0 {
         return Err("header.seq: must be > 0".into());
     }
-    let key_ok = |k: &str| -> Result<(), String> {
-        if k.is_empty() || k.len() > limits::REGISTER_KEY_MAX {
-            return Err(format!(
-                "key: must be 1..={} bytes, got {}",
-                limits::REGISTER_KEY_MAX,
-                k.len()
-            ));
-        }
-        Ok(())
-    };
     match &cmd.op {
         None => Err("op: missing".into()),
         Some(Op::RegisterPut(p)) => {
-            key_ok(&p.key)?;
+            check_register_key(&p.key)?;
             if p.value.len() > limits::REGISTER_VALUE_MAX {
                 return Err(format!(
                     "value: at most {} bytes, got {}",
@@ -96,7 +98,7 @@ pub fn validate(cmd: &Command) -> Result<(), String> {
             }
             Ok(())
         }
-        Some(Op::RegisterIncr(p)) => key_ok(&p.key),
+        Some(Op::RegisterIncr(p)) => check_register_key(&p.key),
         // The other operations validate their own fields inside apply (with field names).
         Some(_) => Ok(()),
     }

@@ -189,18 +189,8 @@ impl SmStore {
 
     fn build_blocking(&self) -> Result<(SnapshotMeta, PathBuf), StoreError> {
         let rtx = self.inner.db.begin_read()?;
-        let (last_applied, membership) = {
-            let t = rtx.open_table(RAFT_META)?;
-            let a: Option<LogId> = match t.get(K_APPLIED)? {
-                Some(v) => Some(codec::decode(v.value())?),
-                None => None,
-            };
-            let m: StoredMembership = match t.get(K_MEMBERSHIP)? {
-                Some(v) => codec::decode(v.value())?,
-                None => StoredMembership::default(),
-            };
-            (a, m)
-        };
+        // Meta and data from the same read transaction: the snapshot is consistent.
+        let (last_applied, membership) = raft_meta_in(&rtx)?;
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = format!(
             "{}-{}-{}",
@@ -308,7 +298,13 @@ impl SmStore {
 }
 
 fn read_raft_meta(db: &Database) -> Result<(Option<LogId>, StoredMembership), StoreError> {
-    let r = db.begin_read()?;
+    raft_meta_in(&db.begin_read()?)
+}
+
+/// Last-applied log id and membership as seen by one read transaction.
+fn raft_meta_in(
+    r: &redb::ReadTransaction,
+) -> Result<(Option<LogId>, StoredMembership), StoreError> {
     let t = r.open_table(RAFT_META)?;
     let a = match t.get(K_APPLIED)? {
         Some(v) => Some(codec::decode(v.value())?),
