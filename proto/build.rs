@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "metad/v1/tags.proto",
         "metad/v1/topology.proto",
         "metad/v1/watch.proto",
+        "metad/v1/moves.proto",
         "metad/internal/v1/register.proto",
         "metad/raft/v1/raft.proto",
     ];

@@ -45,6 +45,8 @@ pub struct InstanceSpec {
     pub checksum: String,
     /// Default: the file's current content generation.
     pub content_gen: Option<u64>,
+    /// Where the bytes are, relative to the silo root; "" = the file's path.
+    pub location: String,
 }
 
 macro_rules! write_call {
@@ -207,6 +209,7 @@ impl Client {
                 bytes: spec.bytes,
                 checksum: spec.checksum,
                 content_gen: spec.content_gen,
+                location: spec.location,
             }
         )
     }
@@ -251,6 +254,7 @@ impl Client {
                 size,
                 mtime_ms,
                 checksum: checksum.to_string(),
+                location: String::new(),
             }
         )
     }

@@ -38,6 +38,7 @@ pub async fn compact_once(core: &NodeCore) -> u64 {
         leader_time_ms: 0,
         op: Some(Op::Maintenance(Maintenance {
             compact_events_below: below,
+            ..Default::default()
         })),
     };
     match core.propose_local(cmd).await {

@@ -248,6 +248,13 @@ fn dispatch(kv: &mut impl KvWrite, ctx: &mut ApplyCtx, cmd: &Command) -> OpResul
         Some(Op::Maintenance(m)) => {
             reply::Result::Maintenance(super::watch::apply_maintenance(kv, ctx, m)?)
         }
+        Some(Op::Moves(_)) => {
+            return Err(Refusal::new(
+                metad_proto::ErrorCode::Unimplemented,
+                "moves: not implemented yet",
+            )
+            .into())
+        }
     })
 }
 

@@ -30,7 +30,7 @@ pub fn apply_maintenance(
 ) -> OpResult<MaintenanceReply> {
     let below = m.compact_events_below;
     if below == 0 {
-        return Ok(MaintenanceReply { events_removed: 0 });
+        return Ok(MaintenanceReply::default());
     }
     let end = event_key(below, 0);
     let rows = kv.range(Table::Events, &[], Some(&end), COMPACT_BATCH)?;
@@ -56,6 +56,7 @@ pub fn apply_maintenance(
     }
     Ok(MaintenanceReply {
         events_removed: removed,
+        ..Default::default()
     })
 }
 
@@ -137,6 +138,7 @@ mod tests {
             &mut ctx,
             &Maintenance {
                 compact_events_below: 6,
+                ..Default::default()
             },
         )
         .map_err(|_| "apply")
