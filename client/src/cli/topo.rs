@@ -941,6 +941,7 @@ pub async fn execute(client: &Client, cmd: &TopoCmd) -> Result<Output, ClientErr
                         bytes: *bytes,
                         checksum: checksum.clone(),
                         content_gen: *content_gen,
+                        location: String::new(),
                     },
                 )
                 .await?;

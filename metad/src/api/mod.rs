@@ -3,6 +3,7 @@
 //! `NodeError::details()` so every error carries its stable code.
 
 mod cluster;
+mod moves;
 mod namespace;
 mod register;
 mod tags;
@@ -146,6 +147,8 @@ pub fn router(core: Arc<NodeCore>) -> Router {
             "metad.v1.Topology",
             "metad.v1.Location",
             "metad.v1.Watch",
+            "metad.v1.Moves",
+            "metad.v1.Agents",
         ] {
             reporter
                 .set_service_status(name, tonic_health::ServingStatus::Serving)
@@ -174,6 +177,9 @@ pub fn router(core: Arc<NodeCore>) -> Router {
 
     // -- watch service (watch work) --
     let router = watch::add_services(router, &core);
+
+    // -- moves and agent leases (moves work) --
+    let router = moves::add_services(router, &core);
 
     match reflection {
         Ok(r) => router.add_service(r),

@@ -231,6 +231,24 @@ impl Location for TopologyApi {
         .await
     }
 
+    async fn import_files(
+        &self,
+        req: Request<ImportFilesRequest>,
+    ) -> Result<Response<ImportFilesResponse>, Status> {
+        let mut r = req.into_inner();
+        instrumented(&self.core, "Location/ImportFiles", async {
+            let h = r.header.take();
+            match self.write(h, Op::ImportFiles(r)).await? {
+                (R::ImportFiles(mut out), rev) => {
+                    out.header = self.header(rev);
+                    Ok(Response::new(out))
+                }
+                _ => mismatch(),
+            }
+        })
+        .await
+    }
+
     async fn list_instances(
         &self,
         req: Request<ListInstancesRequest>,

@@ -1,5 +1,6 @@
 //! Leader-side housekeeping proposed through the log (so every node does the same work at the
-//! same index): compaction of the watch event history beyond `watch_history_revisions`.
+//! same index): compaction of the watch event history beyond `watch_history_revisions`, and
+//! agent-lease refresh (on becoming leader) and expiry.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,5 +63,78 @@ pub(super) async fn run(core: Arc<NodeCore>, mut stop: watch::Receiver<bool>) {
         }
         // Keep going while there is a backlog (each entry removes a bounded batch).
         while compact_once(&core).await > 0 {}
+    }
+}
+
+/// How often the leader looks for expired agent leases.
+const LEASE_CHECK: Duration = Duration::from_millis(250);
+
+fn maintenance_cmd(core: &NodeCore, m: Maintenance) -> Command {
+    Command {
+        client_id: format!("metad-leader-{}", core.id),
+        seq: SEQ.fetch_add(1, Ordering::Relaxed),
+        leader_time_ms: 0,
+        op: Some(Op::Maintenance(m)),
+    }
+}
+
+/// Agent-lease housekeeping on the leader. A node that becomes leader first extends every
+/// lease to a full TTL from its own clock (so an election or a clock difference between
+/// leaders never expires a live agent), then proposes expiry whenever a lease's deadline has
+/// passed. The state machine decides which leases expire, with the leader time of the entry.
+pub(super) async fn run_leases(core: Arc<NodeCore>, mut stop: watch::Receiver<bool>) {
+    let mut refreshed_term = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LEASE_CHECK) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if !core.is_leader() {
+            refreshed_term = None;
+            continue;
+        }
+        let term = core.raft.metrics().borrow().current_term;
+        if refreshed_term != Some(term) {
+            let cmd = maintenance_cmd(
+                &core,
+                Maintenance {
+                    refresh_agent_leases: true,
+                    ..Default::default()
+                },
+            );
+            match core.propose_local(cmd).await {
+                Ok(_) => refreshed_term = Some(term),
+                Err(e) => tracing::debug!(error = %e, "lease refresh not proposed"),
+            }
+            continue;
+        }
+        let now = super::write::now_ms();
+        let due = core
+            .sm
+            .read(|kv| Ok(crate::sm::moves::next_lease_deadline(kv)?.is_some_and(|d| d < now)));
+        if !matches!(due, Ok(true)) {
+            continue;
+        }
+        let cmd = maintenance_cmd(
+            &core,
+            Maintenance {
+                expire_agent_leases: true,
+                ..Default::default()
+            },
+        );
+        match core.propose_local(cmd).await {
+            Ok((reply, _)) => {
+                if let Some(metad_proto::raft::v1::reply::Result::Maintenance(m)) = reply.result {
+                    if m.leases_expired > 0 {
+                        tracing::info!(
+                            leases = m.leases_expired,
+                            moves_returned = m.moves_returned,
+                            "agent leases expired"
+                        );
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "lease expiry not proposed"),
+        }
     }
 }

@@ -263,6 +263,10 @@ impl MetaNode {
             core.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(maintenance::run_leases(
+            core.clone(),
+            stop_rx.clone(),
+        )));
 
         bootstrap(&core).await?;
         tracing::info!(node_id = id, site = %core.info.site, client = %client_addr, peer = %peer_addr, "metad node started");

@@ -14,7 +14,7 @@ use super::NodeCore;
 use crate::error::NodeError;
 use crate::types::LogCommand;
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

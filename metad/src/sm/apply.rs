@@ -248,13 +248,7 @@ fn dispatch(kv: &mut impl KvWrite, ctx: &mut ApplyCtx, cmd: &Command) -> OpResul
         Some(Op::Maintenance(m)) => {
             reply::Result::Maintenance(super::watch::apply_maintenance(kv, ctx, m)?)
         }
-        Some(Op::Moves(_)) => {
-            return Err(Refusal::new(
-                metad_proto::ErrorCode::Unimplemented,
-                "moves: not implemented yet",
-            )
-            .into())
-        }
+        Some(Op::Moves(m)) => reply::Result::Moves(super::moves::apply(kv, ctx, m)?),
     })
 }
 

@@ -69,6 +69,20 @@ tables! {
     /// Spare ids 17..=29 for the tags/topology work; ids 30+ for later issues.
     /// ino u64 BE -> count u64 BE of the inode's inheritable tags (absent = none).
     TagInherit = 17, "tag_inherit";
+    /// move id u64 BE -> metad.v1.Move. (moves work, ids 18..=24)
+    Moves = 18, "moves";
+    /// (target silo, 0x00, inverted priority u32 BE, move id u64 BE) -> empty: pending moves.
+    MovesPending = 19, "moves_pending";
+    /// (ino u64 BE, move id u64 BE) -> empty: the active moves of a file.
+    MovesByIno = 20, "moves_by_ino";
+    /// (lease u64 BE, move id u64 BE) -> empty: the claims of an agent lease.
+    MovesByLease = 21, "moves_by_lease";
+    /// lease u64 BE -> metad.v1.Agent.
+    Agents = 22, "agents";
+    /// (silo, 0x00, ino u64 BE) -> move id u64 BE: instances waiting to be released.
+    SiloReleasing = 23, "silo_releasing";
+    /// batch u64 BE -> metad.v1.MoveBatch.
+    MoveBatches = 24, "move_batches";
 }
 
 impl Table {

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod kv;
 pub mod model;
+pub mod moves;
 pub mod namespace;
 pub mod session;
 pub mod tags;

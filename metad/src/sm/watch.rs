@@ -25,9 +25,20 @@ pub fn compacted_below(kv: &impl KvRead) -> Result<u64, KvError> {
 /// event and does not advance the revision.
 pub fn apply_maintenance(
     kv: &mut impl KvWrite,
-    _ctx: &mut ApplyCtx,
+    ctx: &mut ApplyCtx,
     m: &Maintenance,
 ) -> OpResult<MaintenanceReply> {
+    if m.refresh_agent_leases {
+        crate::sm::moves::refresh_leases(kv, ctx)?;
+    }
+    if m.expire_agent_leases {
+        let (leases, moves) = crate::sm::moves::expire_leases(kv, ctx)?;
+        return Ok(MaintenanceReply {
+            leases_expired: leases,
+            moves_returned: moves,
+            ..Default::default()
+        });
+    }
     let below = m.compact_events_below;
     if below == 0 {
         return Ok(MaintenanceReply::default());

@@ -28,7 +28,7 @@ fn existing_file(kv: &impl KvRead, path: &str) -> OpResult<Inode> {
 }
 
 /// The silo named `name`, which must exist and not be offline.
-fn usable_silo(kv: &impl KvRead, name: &str) -> OpResult<metad_proto::v1::Silo> {
+pub(super) fn usable_silo(kv: &impl KvRead, name: &str) -> OpResult<metad_proto::v1::Silo> {
     let silo = existing_silo(kv, "silo", name)?;
     if silo.state == SiloState::Offline as i32 {
         return Err(Refusal::precondition(format!("silo: silo {name} is offline")).into());
@@ -76,6 +76,11 @@ pub(super) fn add_instance(
         create_revision: ctx.revision,
         mod_revision: ctx.revision,
         path: String::new(),
+        location: if r.location.is_empty() {
+            super::default_location(&r.path)
+        } else {
+            r.location.clone()
+        },
     };
     put_instance(kv, &inst)?;
     ctx.emit(instance_event(
@@ -101,6 +106,18 @@ pub(super) fn record_write(
 ) -> OpResult<RecordWriteResponse> {
     let mut inode = existing_file(kv, &r.path)?;
     let silo = usable_silo(kv, &r.silo)?;
+    let prev_here = get_instance(kv, inode.ino, &silo.name)?;
+    if prev_here
+        .as_ref()
+        .is_some_and(|p| p.state == InstanceState::Releasing as i32)
+    {
+        return Err(Refusal::precondition(format!(
+            "silo: the copy of {} on {} is being released (the file moved away); write to a \
+             valid instance (see Locate)",
+            r.path, silo.name
+        ))
+        .into());
+    }
     let new_gen = inode
         .content_gen
         .checked_add(1)
@@ -151,7 +168,9 @@ pub(super) fn record_write(
         staled.push(other.silo);
     }
 
-    let (inst, kind) = match get_instance(kv, inode.ino, &silo.name)? {
+    // Claimed copies of the old generation are now worthless: back to pending.
+    crate::sm::moves::on_content_written(kv, ctx, inode.ino)?;
+    let (inst, kind) = match prev_here {
         Some(prev) => (
             Instance {
                 state: InstanceState::Valid as i32,
@@ -159,6 +178,11 @@ pub(super) fn record_write(
                 bytes: r.size,
                 checksum: r.checksum.clone(),
                 mod_revision: ctx.revision,
+                location: match (r.location.is_empty(), prev.location.is_empty()) {
+                    (false, _) => r.location.clone(),
+                    (true, false) => prev.location.clone(),
+                    (true, true) => super::default_location(&r.path),
+                },
                 ..prev
             },
             EventKind::InstanceChanged,
@@ -174,6 +198,11 @@ pub(super) fn record_write(
                 create_revision: ctx.revision,
                 mod_revision: ctx.revision,
                 path: String::new(),
+                location: if r.location.is_empty() {
+                    super::default_location(&r.path)
+                } else {
+                    r.location.clone()
+                },
             },
             EventKind::InstanceAdded,
         ),
@@ -211,7 +240,7 @@ pub fn instances_of(kv: &impl KvRead, ino: u64) -> Result<Vec<Instance>, KvError
 }
 
 /// The path of `ino` if its parent chain is intact, else "" (never fails on a broken chain).
-fn best_path(kv: &impl KvRead, ino: u64) -> Result<String, KvError> {
+pub fn best_path(kv: &impl KvRead, ino: u64) -> Result<String, KvError> {
     let mut cur = ino;
     for _ in 0..=crate::sm::limits::PATH_MAX {
         if cur == ROOT_INO {
@@ -226,6 +255,7 @@ fn best_path(kv: &impl KvRead, ino: u64) -> Result<String, KvError> {
 }
 
 pub(super) fn file_deleted(kv: &mut impl KvWrite, ctx: &mut ApplyCtx, ino: u64) -> OpResult<()> {
+    crate::sm::moves::on_file_deleted(kv, ctx, ino)?;
     let insts = instances_of(kv, ino)?;
     if insts.is_empty() {
         return Ok(());
@@ -242,6 +272,7 @@ pub(super) fn file_deleted(kv: &mut impl KvWrite, ctx: &mut ApplyCtx, ino: u64) 
             content_gen: inst.content_gen,
             state: inst.state,
             deleted_revision: ctx.revision,
+            location: inst.location.clone(),
         };
         kv.put(
             Table::Tombstones,

@@ -20,7 +20,7 @@ fn tier_rank(tier: i32) -> i32 {
 }
 
 /// Nearest-first order: same site as `client_site`, then faster tier, then cheaper, then name.
-fn nearer(a: &Silo, b: &Silo, client_site: &str) -> Ordering {
+pub(crate) fn nearer(a: &Silo, b: &Silo, client_site: &str) -> Ordering {
     let away = |s: &Silo| client_site.is_empty() || s.site != client_site;
     away(a)
         .cmp(&away(b))
@@ -30,7 +30,7 @@ fn nearer(a: &Silo, b: &Silo, client_site: &str) -> Ordering {
 }
 
 /// The readable instances of the file at `r.path`: valid at its current content generation,
-/// on a silo that is not offline; ordered by [`nearer`]. Moves in flight: none yet.
+/// on a silo that is not offline; ordered by [`nearer`]; plus the file's moves in flight.
 pub fn locate(kv: &impl KvRead, r: &LocateRequest) -> OpResult<LocateResponse> {
     if !r.client_site.is_empty() {
         super::check_name("client_site", &r.client_site)?;
@@ -68,6 +68,6 @@ pub fn locate(kv: &impl KvRead, r: &LocateRequest) -> OpResult<LocateResponse> {
         content_gen: inode.content_gen,
         size: inode.size,
         instances,
-        moves: vec![],
+        moves: crate::sm::moves::moves_in_flight(kv, inode.ino)?,
     })
 }

@@ -17,6 +17,7 @@
 //! Modules: `sites` (site and silo commands and listings), `instances` (AddInstance,
 //! RecordWrite, tombstones, listings), `locate` (Locate).
 
+mod import;
 mod instances;
 mod locate;
 mod sites;
@@ -31,8 +32,9 @@ use prost::Message;
 use super::kv::{KvError, KvRead, KvWrite, Table};
 use super::model::{ApplyCtx, OpResult, Refusal};
 
-pub use instances::{instances_of, list_instances, list_tombstones};
+pub use instances::{best_path, instances_of, list_instances, list_tombstones};
 pub use locate::locate;
+pub(crate) use locate::nearer;
 pub use sites::{list_silos, list_sites};
 
 /// Limits of the topology model (part of the replicated semantics).
@@ -68,6 +70,7 @@ pub fn apply(
         Some(Op::ConfirmReclaimed(r)) => {
             R::ConfirmReclaimed(instances::confirm_reclaimed(kv, ctx, r)?)
         }
+        Some(Op::ImportFiles(r)) => R::ImportFiles(import::import_files(kv, ctx, r)?),
     };
     Ok(TopologyReply {
         result: Some(result),
@@ -135,13 +138,16 @@ pub fn validate(op: &TopologyOp) -> Result<(), Refusal> {
         Some(Op::AddInstance(r)) => {
             super::model::parse_path("path", &r.path)?;
             check_name("silo", &r.silo)?;
-            check_checksum(&r.checksum)
+            check_checksum(&r.checksum)?;
+            check_location("location", &r.location)
         }
         Some(Op::RecordWrite(r)) => {
             super::model::parse_path("path", &r.path)?;
             check_name("silo", &r.silo)?;
-            check_checksum(&r.checksum)
+            check_checksum(&r.checksum)?;
+            check_location("location", &r.location)
         }
+        Some(Op::ImportFiles(r)) => import::validate(r),
         Some(Op::ConfirmReclaimed(r)) => {
             check_name("silo", &r.silo)?;
             if r.ino == 0 {
@@ -150,6 +156,44 @@ pub fn validate(op: &TopologyOp) -> Result<(), Refusal> {
             Ok(())
         }
     }
+}
+
+/// An instance location: relative to the silo root, no leading '/', no empty, "." or ".."
+/// component, no NUL, at most PATH_MAX bytes. "" means "the default" where allowed.
+pub fn check_location(field: &str, loc: &str) -> Result<(), Refusal> {
+    if loc.is_empty() {
+        return Ok(());
+    }
+    if loc.len() > crate::sm::limits::PATH_MAX {
+        return Err(Refusal::invalid(format!(
+            "{field}: {} bytes, the limit is {}",
+            loc.len(),
+            crate::sm::limits::PATH_MAX
+        )));
+    }
+    if loc.contains('\0') {
+        return Err(Refusal::invalid(format!("{field}: must not contain NUL")));
+    }
+    if loc.starts_with('/') {
+        return Err(Refusal::invalid(format!(
+            "{field}: must be relative to the silo root (no leading '/'), got {loc:?}"
+        )));
+    }
+    if loc
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(Refusal::invalid(format!(
+            "{field}: {loc:?} has an empty, '.' or '..' component"
+        )));
+    }
+    Ok(())
+}
+
+/// Where a new instance of the file at `path` lives on its silo unless told otherwise: the
+/// namespace path without its leading '/'.
+pub fn default_location(path: &str) -> String {
+    path.trim_start_matches('/').to_string()
 }
 
 /// Site and silo names: 1..=64 chars of [A-Za-z0-9._-].
@@ -350,7 +394,7 @@ pub fn get_instance(kv: &impl KvRead, ino: u64, silo: &str) -> Result<Option<Ins
         .transpose()
 }
 
-fn put_instance(kv: &mut impl KvWrite, inst: &Instance) -> Result<(), KvError> {
+pub(crate) fn put_instance(kv: &mut impl KvWrite, inst: &Instance) -> Result<(), KvError> {
     let mut stored = inst.clone();
     stored.path.clear();
     kv.put(
@@ -361,7 +405,7 @@ fn put_instance(kv: &mut impl KvWrite, inst: &Instance) -> Result<(), KvError> {
     kv.put(Table::SiloInstances, &silo_key(&inst.silo, inst.ino), &[])
 }
 
-fn delete_instance(kv: &mut impl KvWrite, ino: u64, silo: &str) -> Result<(), KvError> {
+pub(crate) fn delete_instance(kv: &mut impl KvWrite, ino: u64, silo: &str) -> Result<(), KvError> {
     kv.delete(Table::Instances, &instance_key(ino, silo))?;
     kv.delete(Table::SiloInstances, &silo_key(silo, ino))
 }
@@ -392,12 +436,12 @@ fn decode_cursor(c: &str) -> Result<Option<u64>, Refusal> {
 }
 
 /// The silo's site, for events (empty if the silo is unknown).
-fn site_of(kv: &impl KvRead, silo: &str) -> Result<String, KvError> {
+pub(crate) fn site_of(kv: &impl KvRead, silo: &str) -> Result<String, KvError> {
     Ok(get_silo(kv, silo)?.map(|s| s.site).unwrap_or_default())
 }
 
 /// An instance event on file `ino` at `path`.
-fn instance_event(
+pub(crate) fn instance_event(
     kind: EventKind,
     path: &str,
     inst: &Instance,
@@ -416,7 +460,7 @@ fn instance_event(
     }
 }
 
-fn state_name(state: i32) -> &'static str {
+pub(crate) fn state_name(state: i32) -> &'static str {
     use metad_proto::v1::InstanceState as S;
     match S::try_from(state) {
         Ok(S::Valid) => "valid",

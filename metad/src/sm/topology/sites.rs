@@ -174,6 +174,12 @@ pub(super) fn remove_silo(
     r: &RemoveSiloRequest,
 ) -> OpResult<RemoveSiloResponse> {
     let silo = existing_silo(kv, "name", &r.name)?;
+    if let Some(why) = crate::sm::moves::silo_busy(kv, &silo.name)? {
+        return Err(Refusal::precondition(format!(
+            "name: {why}; cancel or finish those moves first"
+        ))
+        .into());
+    }
     let (start, end) = silo_range(&silo.name);
     // First pass: refuse if any instance is a file's only readable copy.
     let mut inos = Vec::new();
@@ -185,6 +191,15 @@ pub(super) fn remove_silo(
         from.push(0);
         for (k, _) in &rows {
             let ino = ino_of_silo_key(k)?;
+            if get_instance(kv, ino, &silo.name)?
+                .is_some_and(|i| i.state == metad_proto::v1::InstanceState::Filling as i32)
+            {
+                return Err(Refusal::precondition(format!(
+                    "name: silo {} is receiving a copy of inode {ino} (a move is in flight)",
+                    silo.name
+                ))
+                .into());
+            }
             if is_sole_valid_copy(kv, ino, &silo.name)? {
                 let path = path_of(kv, ino).unwrap_or_else(|_| format!("inode {ino}"));
                 return Err(Refusal::precondition(format!(
