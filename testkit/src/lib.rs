@@ -9,6 +9,7 @@
 //! ```
 
 pub mod cluster;
+pub mod procs;
 pub mod wait;
 
 pub use cluster::{Cluster, ClusterBuilder};
