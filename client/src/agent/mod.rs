@@ -6,7 +6,7 @@
 //! Modules: `driver` (the [`SiloDriver`] trait, checksums, locations), `posix` (the
 //! directory-tree driver), `run` (the main loop), `copy` (one copy task), `commit` (batched
 //! CompleteMoves), `release` (released instances and tombstones), `wake` (the watch that
-//! wakes the loop), `stats` (counters).
+//! wakes the loop), `stats` (counters), `cmd` (the `metad-agent` binary).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), metad_client::ClientError> {
@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cmd;
 mod commit;
 mod copy;
 pub mod driver;
