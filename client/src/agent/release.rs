@@ -280,7 +280,7 @@ async fn sweep(sh: &Arc<Shared>) -> Result<(), crate::ClientError> {
 
 /// Where a tombstone's bytes are.
 fn tombstone_location(t: &pb::Tombstone) -> &str {
-    location_or_path("", &t.path)
+    location_or_path(&t.location, &t.path)
 }
 
 async fn reclaim(sh: &Shared, t: &pb::Tombstone) {
