@@ -23,14 +23,19 @@
 //!
 //! Modules: `config` (settings), `endpoint` (address parsing, connections, leader cursor),
 //! `backoff`, `error` (error type and classification), `retry` (the retry loop), `client`
-//! (cluster calls), `register` (test register calls), `cli` (`metactl`).
+//! (cluster calls), `register` (test register calls), `moves` (moves, agents, import),
+//! `lease` (the agent lease keeper), `agent` (the agent SDK and the posix reference agent),
+//! `cli` (`metactl`).
 
+pub mod agent;
 pub mod backoff;
 pub mod cli;
 mod client;
 pub mod config;
 pub mod endpoint;
 pub mod error;
+mod lease;
+pub mod moves;
 mod namespace;
 mod register;
 mod retry;
@@ -41,6 +46,8 @@ mod watch;
 pub use client::Client;
 pub use config::{ClientConfig, Consistency, ReadOptions};
 pub use error::ClientError;
+pub use lease::{LeaseKeeper, LeaseState};
+pub use moves::{MoveFilter, MoveSpec, WriteSpec};
 pub use register::{GetResult, Header, IncrResult, PutResult};
 pub use tags::{FindResult, FoundInode, TagChange, TagEntry, TagKeysResult, TagsResult};
 pub use topology::{InstanceSpec, SiloSpec, SiloUpdate};

@@ -91,6 +91,12 @@ pub enum Command {
     // -- watch command (watch work) --
     #[command(flatten)]
     Watch(super::watchcmd::WatchCmd),
+
+    // -- moves, agents and import (moves work) --
+    #[command(flatten)]
+    Move(super::movecmd::MoveCmd),
+    #[command(flatten)]
+    Import(super::importcmd::ImportCmd),
 }
 
 #[derive(Debug, Clone, Subcommand)]

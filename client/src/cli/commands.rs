@@ -66,6 +66,12 @@ pub async fn execute(cli: &Cli) -> Result<Output, ClientError> {
         Command::Watch(cmd) => {
             super::watchcmd::execute(&client, cmd, cli.output == super::OutputFormat::Json).await
         }
+        Command::Move(cmd) => {
+            super::movecmd::execute(&client, cmd, cli.output == super::OutputFormat::Json).await
+        }
+        Command::Import(cmd) => {
+            super::importcmd::execute(&client, cmd, cli.output == super::OutputFormat::Json).await
+        }
     }
 }
 

@@ -4,6 +4,9 @@
 
 pub mod args;
 pub mod commands;
+pub mod importcmd;
+pub mod movecmd;
+pub mod moveview;
 pub mod ns;
 pub mod output;
 pub mod table;
