@@ -39,9 +39,10 @@ fn content(i: usize, w: u64) -> Vec<u8> {
     v
 }
 
-/// The writer's writes per path, oldest first: (time answered, checksum, acknowledged). An
-/// unacknowledged (ambiguous) write may or may not have happened.
-type History = Arc<Mutex<BTreeMap<String, Vec<(Instant, String, bool)>>>>;
+/// The writer's writes per path, in invocation order: (when it was acknowledged, checksum).
+/// A write is recorded before it is sent (it may apply before its answer arrives); `None`
+/// until acknowledged, and forever for an ambiguous one. A refused write is removed.
+type History = Arc<Mutex<BTreeMap<String, Vec<(Option<Instant>, String)>>>>;
 
 async fn client(endpoints: &[String]) -> Client {
     Client::connect(ClientConfig {
@@ -127,10 +128,23 @@ async fn read_once(
                 if let Some(writes) = h.get(path) {
                     // The last write acknowledged before the read started, and anything
                     // after it, are acceptable; anything older is stale.
-                    let floor = writes.iter().rposition(|(t, _, ok)| *ok && *t < started);
+                    let floor = writes
+                        .iter()
+                        .rposition(|(t, _)| t.is_some_and(|t| t < started));
                     if let Some(f) = floor {
-                        if !writes[f..].iter().any(|(_, s, _)| *s == sum) {
-                            return Err(format!("{path}: stale read {sum}"));
+                        if !writes[f..].iter().any(|(_, s)| *s == sum) {
+                            let seen: Vec<String> = writes
+                                .iter()
+                                .map(|(t, s)| format!("{}:{}", &s[7..15], t.is_some()))
+                                .collect();
+                            return Err(format!(
+                                "{path}: stale read {} from {} gen {} at revision {} (writes: \
+                                 {seen:?})",
+                                &sum[7..15],
+                                first.silo,
+                                first.content_gen,
+                                loc.header.map(|h| h.revision).unwrap_or(0)
+                            ));
                         }
                     }
                 }
@@ -182,8 +196,9 @@ async fn move_a_tree_under_load_with_crashes() {
             kind: SiloKind::Posix,
             tier: SiloTier::Hot,
             capacity_bytes: 1 << 40,
+            cost_per_gib_month: 0.0,
             root: roots[silo].display().to_string(),
-            ..Default::default()
+            labels: BTreeMap::new(),
         })
         .await
         .expect("silo");
@@ -206,8 +221,14 @@ async fn move_a_tree_under_load_with_crashes() {
         .output()
         .expect("metactl import");
     assert!(out.status.success(), "import: {out:?}");
-    let st = c.locate("/data/d3/f3", "", ReadOptions::default()).await.unwrap();
-    assert_eq!(st.instances[0].instance.as_ref().unwrap().checksum, expected["/data/d3/f3"]);
+    let st = c
+        .locate("/data/d3/f3", "", ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        st.instances[0].instance.as_ref().unwrap().checksum,
+        expected["/data/d3/f3"]
+    );
 
     let mut agents: Vec<Proc> = SILOS
         .iter()
@@ -216,7 +237,7 @@ async fn move_a_tree_under_load_with_crashes() {
 
     let created = c
         .create_move(
-            &["/data".to_string()],
+            vec!["/data".to_string()],
             "sc",
             MoveSpec {
                 recursive: true,
@@ -298,32 +319,38 @@ async fn move_a_tree_under_load_with_crashes() {
                     location,
                     ..Default::default()
                 };
+                let record = |ack: Option<Option<Instant>>| {
+                    let mut h = history.lock().unwrap();
+                    let writes = h.entry(path.clone()).or_default();
+                    match ack {
+                        None => writes.push((None, sum.clone())),
+                        Some(Some(t)) => {
+                            if let Some(w) = writes.last_mut() {
+                                w.0 = Some(t);
+                            }
+                        }
+                        Some(None) => {
+                            writes.pop();
+                        }
+                    }
+                };
+                record(None);
                 match c
                     .record_write_at(path, &inst.silo, bytes.len() as u64, spec)
                     .await
                 {
                     Ok(_) => {
+                        record(Some(Some(Instant::now())));
                         superseded.insert(roots[&inst.silo].join(&inst.location));
-                        history
-                            .lock()
-                            .unwrap()
-                            .entry(path.clone())
-                            .or_default()
-                            .push((Instant::now(), sum.clone(), true));
                         last.insert(path.clone(), sum);
                     }
-                    // Refused (the copy is being released) or unknown: the new bytes may
-                    // or may not be the file's; a timed-out write is not a failed write.
+                    // Unknown outcome: the new bytes may or may not be the file's (a timed-out
+                    // write is not a failed write); it stays in the history unacknowledged.
                     Err(e) if e.code() == ErrorCode::Ambiguous => {
-                        history
-                            .lock()
-                            .unwrap()
-                            .entry(path.clone())
-                            .or_default()
-                            .push((Instant::now(), sum.clone(), false));
                         last.insert(path.clone(), format!("unknown:{sum}"));
                     }
-                    Err(_) => {}
+                    // Refused (e.g. the copy is being released): it did not happen.
+                    Err(_) => record(Some(None)),
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -339,16 +366,24 @@ async fn move_a_tree_under_load_with_crashes() {
     };
     // Kill -9 the leader once a third of the moves committed, the target agent at two thirds.
     poll(Duration::from_secs(120), "a third of the moves", || async {
-        progress(c.clone()).await.filter(|b| b.done + b.releasing >= FILES as u64 / 3)
+        progress(c.clone())
+            .await
+            .filter(|b| b.done + b.releasing >= FILES as u64 / 3)
     })
     .await;
     let leader = c.cluster_status().await.expect("status").leader_id;
     cluster.node(leader).kill9();
     tokio::time::sleep(Duration::from_millis(500)).await; // the crash window, not a wait
     cluster.node(leader).start().expect("restart leader");
-    poll(Duration::from_secs(120), "two thirds of the moves", || async {
-        progress(c.clone()).await.filter(|b| b.done + b.releasing >= 2 * FILES as u64 / 3)
-    })
+    poll(
+        Duration::from_secs(120),
+        "two thirds of the moves",
+        || async {
+            progress(c.clone())
+                .await
+                .filter(|b| b.done + b.releasing >= 2 * FILES as u64 / 3)
+        },
+    )
     .await;
     agents[2].kill9();
     agents[2].start().expect("restart agent");
@@ -393,10 +428,17 @@ async fn move_a_tree_under_load_with_crashes() {
             sources_left.push(src);
         }
     }
-    assert!(sources_left.is_empty(), "sources not released: {sources_left:?}");
+    assert!(
+        sources_left.is_empty(),
+        "sources not released: {sources_left:?}"
+    );
     let bad = bad_reads.lock().unwrap().clone();
     let n_reads = reads.load(Ordering::Relaxed);
-    assert!(bad.is_empty(), "{} bad reads of {n_reads}: {bad:?}", bad.len());
+    assert!(
+        bad.is_empty(),
+        "{} bad reads of {n_reads}: {bad:?}",
+        bad.len()
+    );
     assert!(n_reads > 100, "the reader made only {n_reads} reads");
     for a in &mut agents {
         assert!(a.is_running(), "{} died", a.name);

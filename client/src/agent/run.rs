@@ -109,6 +109,7 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
     let mut held: Option<Held> = None;
     let mut queue: VecDeque<pb::MoveTask> = VecDeque::new();
     let mut copies: JoinSet<()> = JoinSet::new();
+    let busy: Busy = Arc::default();
     let mut want_claim = true;
     let mut last_claim = Instant::now();
     let mut claim_failures: u32 = 0;
@@ -141,16 +142,29 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
             continue;
         };
 
-        // 2. Start copies.
+        // 2. Start copies, at most one per file at a time: a newer claim of a file (after a
+        // write or an expiry) waits for the older copy to finish, so the older copy (whose
+        // token is already dead) can never place its bytes over the newer committed ones.
+        let mut deferred = Vec::new();
         while copies.len() < cfg.concurrency {
             let Some(task) = queue.pop_front() else { break };
+            let Some(guard) = BusyGuard::take(&busy, task.ino) else {
+                deferred.push(task);
+                continue;
+            };
             let env = CopyEnv {
                 shared: Arc::clone(&sh),
                 lease: h.keeper.subscribe(),
                 abort: Arc::clone(&h.abort),
                 commits: commit_tx.clone(),
             };
-            copies.spawn(copy_one(env, task));
+            copies.spawn(async move {
+                let _busy = guard;
+                copy_one(env, task).await
+            });
+        }
+        for t in deferred.into_iter().rev() {
+            queue.push_front(t);
         }
 
         // 3. Claim when there is room and reason to.
@@ -250,6 +264,32 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
     }
     tracing::info!(stats = ?sh.stats.snapshot(), "agent stopped");
     result
+}
+
+/// Files with a copy in flight.
+type Busy = Arc<std::sync::Mutex<std::collections::HashSet<u64>>>;
+
+/// Marks a file busy while its copy runs; released on drop (also if the copy panics).
+struct BusyGuard {
+    busy: Busy,
+    ino: u64,
+}
+
+impl BusyGuard {
+    fn take(busy: &Busy, ino: u64) -> Option<BusyGuard> {
+        let mut set = busy.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(ino).then(|| BusyGuard {
+            busy: Arc::clone(busy),
+            ino,
+        })
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        let mut set = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.ino);
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -63,10 +63,7 @@ async fn channel(endpoints: &[String]) -> anyhow::Result<Channel> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         for e in endpoints {
-            if let Ok(ch) = Channel::from_shared(format!("http://{e}"))?
-                .connect()
-                .await
-            {
+            if let Ok(ch) = Channel::from_shared(format!("http://{e}"))?.connect().await {
                 // A write that succeeds means a leader exists and forwarding works.
                 let mut t = TopologyClient::new(ch.clone());
                 if t.list_sites(ListSitesRequest::default()).await.is_ok() {
@@ -255,7 +252,12 @@ async fn main() -> anyhow::Result<()> {
     let move_s = started.elapsed().as_secs_f64();
     let cpu = cluster.cpu_seconds() - cpu0;
     let n = committed.load(Ordering::Relaxed);
-    let rss: u64 = cluster.nodes.iter().filter_map(|p| p.rss_bytes()).max().unwrap_or(0);
+    let rss: u64 = cluster
+        .nodes
+        .iter()
+        .filter_map(|p| p.rss_bytes())
+        .max()
+        .unwrap_or(0);
     let (ch, mh) = (claim_h.lock().await, commit_h.lock().await);
     let rate = n as f64 / move_s;
     println!("metad-moves-bench: 3 metad processes on loopback, fake agents (no bytes copied)");
