@@ -58,7 +58,7 @@ fn find_by_tags_over_one_million_files() {
             w.set_durability(redb::Durability::None)
                 .expect("durability");
             {
-                let mut kv = RedbWrite { txn: &w };
+                let mut kv = RedbWrite::new(&w);
                 let root_children = PROJECTS;
                 if p == 0 {
                     ensure_root(&mut kv).expect("root");

@@ -1,6 +1,10 @@
 //! Implements the state machine's `KvRead`/`KvWrite` seam over redb transactions: one redb
 //! table `sm_<name>` (bytes -> bytes) per `sm::Table`.
 
+use std::cell::RefCell;
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::sm::kv::{KvError, KvPairs, KvRead, KvWrite, Table};
@@ -33,15 +37,43 @@ fn collect<T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(out)
 }
 
+/// The state machine's view of one redb write transaction. Each table is opened once and
+/// kept open for the life of the view: opening a table in a write transaction costs a lookup
+/// in the table tree and a write-back on drop, which dominated apply time when done per key.
+/// Drop the view before committing the transaction.
 pub struct RedbWrite<'a> {
-    pub txn: &'a WriteTransaction,
+    txn: &'a WriteTransaction,
+    tables: RefCell<BTreeMap<Table, redb::Table<'a, &'static [u8], &'static [u8]>>>,
+}
+
+impl<'a> RedbWrite<'a> {
+    pub fn new(txn: &'a WriteTransaction) -> Self {
+        RedbWrite {
+            txn,
+            tables: RefCell::default(),
+        }
+    }
+
+    fn with_table<R>(
+        &self,
+        t: Table,
+        f: impl FnOnce(&mut redb::Table<'a, &'static [u8], &'static [u8]>) -> Result<R, KvError>,
+    ) -> Result<R, KvError> {
+        let mut tables = self.tables.borrow_mut();
+        let table = match tables.entry(t) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert(self.txn.open_table(def(t)).map_err(kerr)?),
+        };
+        f(table)
+    }
 }
 
 impl KvRead for RedbWrite<'_> {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        let table = self.txn.open_table(def(t)).map_err(kerr)?;
-        let v = table.get(key).map_err(kerr)?;
-        Ok(v.map(|v| v.value().to_vec()))
+        self.with_table(t, |table| {
+            let v = table.get(key).map_err(kerr)?;
+            Ok(v.map(|v| v.value().to_vec()))
+        })
     }
 
     fn range(
@@ -51,22 +83,23 @@ impl KvRead for RedbWrite<'_> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<KvPairs, KvError> {
-        let table = self.txn.open_table(def(t)).map_err(kerr)?;
-        collect(&table, start, end, limit)
+        self.with_table(t, |table| collect(table, start, end, limit))
     }
 }
 
 impl KvWrite for RedbWrite<'_> {
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        let mut table = self.txn.open_table(def(t)).map_err(kerr)?;
-        table.insert(key, value).map_err(kerr)?;
-        Ok(())
+        self.with_table(t, |table| {
+            table.insert(key, value).map_err(kerr)?;
+            Ok(())
+        })
     }
 
     fn delete(&mut self, t: Table, key: &[u8]) -> Result<(), KvError> {
-        let mut table = self.txn.open_table(def(t)).map_err(kerr)?;
-        table.remove(key).map_err(kerr)?;
-        Ok(())
+        self.with_table(t, |table| {
+            table.remove(key).map_err(kerr)?;
+            Ok(())
+        })
     }
 }
 

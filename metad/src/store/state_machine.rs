@@ -149,7 +149,7 @@ impl SmStore {
         let mut last = None;
         let mut membership = None;
         {
-            let mut kv = RedbWrite { txn: &w };
+            let mut kv = RedbWrite::new(&w);
             for e in entries {
                 last = Some(e.log_id);
                 match e.payload {
@@ -165,7 +165,7 @@ impl SmStore {
             }
         }
         let revision = {
-            let kv = RedbWrite { txn: &w };
+            let kv = RedbWrite::new(&w);
             sm::revision(&kv)?
         };
         {
@@ -272,7 +272,7 @@ impl SmStore {
                 codec::encode(&meta.last_membership)?.as_slice(),
             )?;
         }
-        let revision = sm::revision(&RedbWrite { txn: &w })?;
+        let revision = sm::revision(&RedbWrite::new(&w))?;
         w.commit()?;
         self.inner.applied.send_replace(AppliedState {
             log_index: meta.last_log_id.map(|l| l.index).unwrap_or(0),
