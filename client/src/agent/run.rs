@@ -60,8 +60,8 @@ type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
 
 impl Agent {
     /// Runs the agent until `shutdown` completes. Returns an error only when it cannot work
-    /// at all (e.g. the silo does not exist, or the name is invalid); transient failures are
-    /// retried.
+    /// at all (e.g. the silo does not exist, or the name is invalid) or when another agent
+    /// registered under the same name took its lease over; transient failures are retried.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ClientError> {
         let sh = Arc::new(Shared {
             client: self.client,
@@ -122,14 +122,14 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
         // 1. A lease to work under.
         if held.as_ref().is_none_or(Held::lost) {
             if let Some(old) = held.take() {
-                tracing::warn!(
-                    lease = old.keeper.lease(),
-                    dropped = queue.len(),
-                    "lease lost; registering again"
-                );
+                let lease = old.keeper.lease();
+                tracing::warn!(lease, dropped = queue.len(), "lease lost");
                 old.end().await;
                 AgentStats::add(&sh.stats.aborted, queue.len() as u64);
                 queue.clear();
+                if let Some(e) = taken_over(&sh, lease).await {
+                    break Err(e);
+                }
             }
             match register(&sh, &mut shutdown).await {
                 Ok(Some(h)) => held = Some(h),
@@ -205,9 +205,14 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
                 Err(e) if e.code() == ErrorCode::NotFound && e.message().starts_with("lease") => {
                     tracing::warn!(error = %e, "claim refused: lease gone");
                     if let Some(old) = held.take() {
+                        let lease = old.keeper.lease();
                         old.end().await;
+                        AgentStats::add(&sh.stats.aborted, queue.len() as u64);
+                        queue.clear();
+                        if let Some(e) = taken_over(&sh, lease).await {
+                            break Err(e);
+                        }
                     }
-                    queue.clear();
                     continue;
                 }
                 Err(e) => {
@@ -297,6 +302,35 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// After losing lease `old`: if a live lease of the same name on the same silo exists, another
+/// incarnation of this agent registered (a restart elsewhere took over): stop instead of
+/// taking it back, or the two would replace each other forever.
+async fn taken_over(sh: &Shared, old: u64) -> Option<ClientError> {
+    let cfg = &sh.config;
+    let agents = match sh
+        .client
+        .list_agents(&cfg.silo, crate::ReadOptions::default())
+        .await
+    {
+        Ok(r) => r.agents,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list agents; registering again");
+            return None;
+        }
+    };
+    let other = agents
+        .iter()
+        .find(|a| a.name == cfg.name && a.silo == cfg.silo && a.lease != old)?;
+    tracing::error!(lease = other.lease, name = %cfg.name, "another agent registered under this name took over; stopping");
+    Some(ClientError::rpc(
+        ErrorCode::FailedPrecondition,
+        format!(
+            "another agent registered as {} on silo {} (lease {}) replaced this one",
+            cfg.name, cfg.silo, other.lease
+        ),
+    ))
 }
 
 /// One ClaimMoves, resent with the same seq if its outcome is unknown (so claimed tasks are
