@@ -89,13 +89,16 @@ async fn moves_survive_a_leader_kill_and_metactl_follows_them() -> anyhow::Resul
     })
     .await?;
     assert!(temp_files(env.dir.path()).is_empty());
-    let s = b.stats.snapshot();
+    let s = wait_until(T, "the agent counted its commits", || async {
+        let s = b.stats.snapshot();
+        (s.committed >= 30).then_some(s)
+    })
+    .await?;
     assert_eq!(
         s.committed + s.refused + s.recopies,
         s.copied_files,
         "{s:?}"
     );
-    assert!(s.committed >= 30, "{s:?}");
 
     // metactl moves ls / agents ls see the same.
     let ls = commands::execute(&env.cli(Command::Move(MoveCmd::Moves(MovesCmd::Ls(

@@ -91,7 +91,12 @@ async fn agents_move_an_imported_tree_and_release_the_sources() -> anyhow::Resul
     .await?;
     assert!(temp_files(env.dir.path()).is_empty());
 
-    let (sa, sb) = (a.stats.snapshot(), b.stats.snapshot());
+    // Counters move when the answers arrive, possibly after metad's state did.
+    let (sa, sb) = wait_until(T, "agents counted", || async {
+        let (sa, sb) = (a.stats.snapshot(), b.stats.snapshot());
+        (sa.released == 25 && sb.committed == 25).then_some((sa, sb))
+    })
+    .await?;
     assert_eq!(sb.committed, 25, "{sb:?}");
     assert_eq!(sb.copied_files, 25, "{sb:?}");
     assert_eq!(
@@ -244,9 +249,13 @@ async fn a_write_during_the_copy_is_recopied_and_the_target_holds_the_latest_byt
         .ok_or_else(|| anyhow::anyhow!("no instance on sb"))?;
     assert_eq!(inst.checksum, checksum_of(&new_bytes));
     assert!(std::fs::read(env.root("sb").join(&inst.location))? == new_bytes);
-    let s = agent.stats.snapshot();
+    // (The agent counts a commit when its answer arrives, which may be after we saw it.)
+    let s = wait_until(T, "the agent counted its commit", || async {
+        let s = agent.stats.snapshot();
+        (s.committed == 1).then_some(s)
+    })
+    .await?;
     assert!(s.tasks_claimed >= 2, "claimed again after the write: {s:?}");
-    assert_eq!(s.committed, 1, "{s:?}");
     agent.stop().await?;
     env.cluster.shutdown().await;
     Ok(())
@@ -318,7 +327,10 @@ async fn move_wait_reports_failures_and_tombstones_are_reclaimed() -> anyhow::Re
         (t.tombstones.is_empty() && !env.root("sa").join("data/d0/f000.bin").exists()).then_some(())
     })
     .await?;
-    assert_eq!(a.stats.snapshot().tombstones_reclaimed, 1);
+    wait_until(T, "the agent counted the reclaim", || async {
+        (a.stats.snapshot().tombstones_reclaimed == 1).then_some(())
+    })
+    .await?;
     assert!(
         env.root("sa").join("data/d0/f003.bin").exists(),
         "other files untouched"
