@@ -74,6 +74,9 @@ pub struct AgentConfig {
     pub tombstone_interval: Duration,
     /// Where to read each source silo on this machine (overrides the silo's registered root).
     pub source_roots: BTreeMap<String, PathBuf>,
+    /// Temporary files not modified for this long are leftovers of a killed agent: removed
+    /// at start and every `temp_max_age` after.
+    pub temp_max_age: Duration,
 }
 
 impl AgentConfig {
@@ -92,6 +95,7 @@ impl AgentConfig {
             commit_delay: Duration::from_millis(30),
             tombstone_interval: Duration::from_secs(10),
             source_roots: BTreeMap::new(),
+            temp_max_age: Duration::from_secs(3600),
         }
     }
 

@@ -92,8 +92,9 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
     let tombstones = tokio::spawn(run_tombstones(
         Arc::clone(&sh),
         Arc::clone(&tomb_wake),
-        stop_rx,
+        stop_rx.clone(),
     ));
+    let sweeper = tokio::spawn(sweep_temp(Arc::clone(&sh), stop_rx));
     let (commit_tx, commit_rx) = mpsc::channel(4 * cfg.commit_batch + cfg.concurrency);
     let committer = tokio::spawn(run_committer(
         sh.client.clone(),
@@ -257,6 +258,7 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
     let _ = releaser.await;
     let _ = watcher.await;
     let _ = tombstones.await;
+    let _ = sweeper.await;
     if let Some(h) = held {
         let lease = h.keeper.lease();
         h.end().await;
@@ -294,6 +296,22 @@ impl Drop for BusyGuard {
     fn drop(&mut self) {
         let mut set = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         set.remove(&self.ino);
+    }
+}
+
+/// Removes stale temporary files on the agent's silo now and every `temp_max_age`.
+async fn sweep_temp(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let every = sh.config.temp_max_age.max(Duration::from_secs(1));
+    loop {
+        match sh.target.sweep_temp(sh.config.temp_max_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "stale temporary files removed"),
+            Err(e) => tracing::warn!(error = %e, "sweeping temporary files failed"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }
 
