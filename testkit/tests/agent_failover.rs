@@ -1,6 +1,6 @@
-//! Agents and `metactl move --wait` across a metad leader kill: the moves finish exactly once,
-//! every byte on the target matches, the sources are released, and `metactl moves ls` /
-//! `agents ls` report the outcome.
+//! Agents and `metactl move --wait` across a metad leader kill (the moves finish exactly once,
+//! every byte on the target matches, the sources are released, `metactl moves ls` /
+//! `agents ls` report the outcome), and byte-level fencing of stale copies.
 
 mod agent_common;
 
@@ -132,6 +132,92 @@ async fn moves_survive_a_leader_kill_and_metactl_follows_them() -> anyhow::Resul
     b.stop().await?;
     let left = client.list_agents("", ReadOptions::default()).await?;
     assert!(left.agents.is_empty());
+    env.cluster.shutdown().await;
+    Ok(())
+}
+
+/// The race the e2e test found: a copy of an old generation (stuck reading) must not be
+/// renamed over the newer copy that a later claim of the same move placed and committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_copy_is_never_placed_over_a_newer_committed_one() -> anyhow::Result<()> {
+    let env = Env::new(&["sa", "sb"]).await?;
+    make_files(&env.root("sa").join("data"), 4)?;
+    env.import("sa", "data", "/ml").await?;
+    let path = "/ml/d1/f001.bin";
+    // The first claim reads the original location, which is held.
+    let held = Arc::new(HoldLocations::new(
+        PosixDriver::new(env.root("sa")),
+        &["data/d1/f001.bin"],
+    ));
+    let mut cfg = env.config("sb", "b");
+    // Local fencing alone must be enough inside one agent.
+    cfg.confirm_claims = false;
+    let agent = env.spawn(
+        Agent::new(
+            env.cluster.client().await?,
+            cfg,
+            Arc::new(PosixDriver::new(env.root("sb"))),
+        )
+        .with_source_driver("sa", Arc::clone(&held) as _),
+    );
+    let created = env
+        .client
+        .create_move(
+            vec![path.to_string()],
+            "sb",
+            metad_client::MoveSpec {
+                mode: pb::MoveMode::Copy,
+                ..Default::default()
+            },
+        )
+        .await?;
+    wait_until(T, "the first copy waits on its source", || async {
+        (held.waiting.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await?;
+
+    // A writer puts new bytes (same size) at a new location and records the write: the move
+    // goes back to pending, is claimed again, and that copy reads the new location.
+    let old = std::fs::read(env.root("sa").join("data/d1/f001.bin"))?;
+    let new: Vec<u8> = old.iter().map(|b| b ^ 0x5a).collect();
+    std::fs::write(env.root("sa").join("data/d1/f001.bin.w1"), &new)?;
+    env.client
+        .record_write_at(
+            path,
+            "sa",
+            new.len() as u64,
+            metad_client::WriteSpec {
+                checksum: checksum_of(&new),
+                location: "data/d1/f001.bin.w1".into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    wait_batch_done(&env.client, created.batch, 1).await?;
+
+    // Now the stale copy gets its bytes (the old ones, matching its task) and tries to place.
+    held.release_all();
+    // It ends one way or another (abandoned by the fence; without it, placed and refused).
+    let s = wait_until(T, "the stale copy ended", || async {
+        let s = agent.stats.snapshot();
+        (s.aborted + s.refused >= 1).then_some(s)
+    })
+    .await?;
+    let inst = instances(&env.client, "sb").await?;
+    let inst = inst
+        .values()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no instance on sb"))?;
+    assert_eq!(inst.checksum, checksum_of(&new));
+    let on_disk = std::fs::read(env.root("sb").join(&inst.location))?;
+    assert!(on_disk == new, "the newest committed bytes stay in place");
+    assert!(temp_files(env.dir.path()).is_empty());
+    assert_eq!(
+        (s.aborted, s.refused),
+        (1, 0),
+        "the fence stopped it: {s:?}"
+    );
+    agent.stop().await?;
     env.cluster.shutdown().await;
     Ok(())
 }

@@ -36,6 +36,7 @@ pub(crate) struct Shared {
     pub target: Arc<dyn SiloDriver>,
     pub sources: Sources,
     pub stats: Arc<AgentStats>,
+    pub placements: super::fence::Placements,
 }
 
 /// A registered lease and what hangs off it.
@@ -69,6 +70,7 @@ impl Agent {
             target: self.target,
             sources: self.sources,
             stats: self.stats,
+            placements: Default::default(),
         });
         let mut shutdown = std::pin::pin!(shutdown);
         let shutdown: Shutdown<'_> = shutdown.as_mut();
@@ -126,8 +128,7 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
                 let lease = old.keeper.lease();
                 tracing::warn!(lease, dropped = queue.len(), "lease lost");
                 old.end().await;
-                AgentStats::add(&sh.stats.aborted, queue.len() as u64);
-                queue.clear();
+                drop_queue(&sh, &mut queue);
                 if let Some(e) = taken_over(&sh, lease).await {
                     break Err(e);
                 }
@@ -191,6 +192,7 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
                             "claimed"
                         );
                     }
+                    sh.placements.claimed(&resp.tasks);
                     queue.extend(resp.tasks);
                     let complete = (resp.releases.len() as u32) < MAX_RELEASES;
                     if !resp.releases.is_empty() || complete {
@@ -208,8 +210,7 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
                     if let Some(old) = held.take() {
                         let lease = old.keeper.lease();
                         old.end().await;
-                        AgentStats::add(&sh.stats.aborted, queue.len() as u64);
-                        queue.clear();
+                        drop_queue(&sh, &mut queue);
                         if let Some(e) = taken_over(&sh, lease).await {
                             break Err(e);
                         }
@@ -312,6 +313,14 @@ async fn sweep_temp(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+/// Forgets queued tasks whose claims died with the lease.
+fn drop_queue(sh: &Shared, queue: &mut VecDeque<pb::MoveTask>) {
+    AgentStats::add(&sh.stats.aborted, queue.len() as u64);
+    for t in queue.drain(..) {
+        sh.placements.finished(t.move_id);
     }
 }
 

@@ -270,3 +270,72 @@ impl SiloDriver for Gated {
         self.inner.delete(l)
     }
 }
+
+/// A posix driver whose reads of some locations wait until those are let go.
+pub struct HoldLocations {
+    pub inner: PosixDriver,
+    pub held: std::sync::Mutex<std::collections::HashSet<String>>,
+    pub changed: tokio::sync::Notify,
+    /// Opens of held locations that are waiting.
+    pub waiting: std::sync::atomic::AtomicU64,
+}
+
+impl HoldLocations {
+    pub fn new(inner: PosixDriver, held: &[&str]) -> HoldLocations {
+        HoldLocations {
+            inner,
+            held: std::sync::Mutex::new(held.iter().map(|s| s.to_string()).collect()),
+            changed: tokio::sync::Notify::new(),
+            waiting: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub fn release_all(&self) {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.changed.notify_waiters();
+    }
+
+    fn is_held(&self, l: &str) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(l)
+    }
+}
+
+impl SiloDriver for HoldLocations {
+    fn describe(&self) -> String {
+        format!("held-{}", self.inner.describe())
+    }
+    fn stat<'a>(&'a self, l: &'a str) -> BoxFuture<'a, std::io::Result<Option<u64>>> {
+        self.inner.stat(l)
+    }
+    fn open<'a>(&'a self, l: &'a str) -> BoxFuture<'a, std::io::Result<ByteReader>> {
+        Box::pin(async move {
+            if self.is_held(l) {
+                self.waiting
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                while self.is_held(l) {
+                    let n = self.changed.notified();
+                    if !self.is_held(l) {
+                        break;
+                    }
+                    n.await;
+                }
+            }
+            self.inner.open(l).await
+        })
+    }
+    fn stage<'a>(&'a self, l: &'a str, s: ByteReader) -> BoxFuture<'a, std::io::Result<Staged>> {
+        self.inner.stage(l, s)
+    }
+    fn publish(&self, s: Staged) -> BoxFuture<'_, std::io::Result<()>> {
+        self.inner.publish(s)
+    }
+    fn discard(&self, s: Staged) -> BoxFuture<'_, std::io::Result<()>> {
+        self.inner.discard(s)
+    }
+    fn delete<'a>(&'a self, l: &'a str) -> BoxFuture<'a, std::io::Result<bool>> {
+        self.inner.delete(l)
+    }
+}
