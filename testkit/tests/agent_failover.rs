@@ -1,6 +1,7 @@
 //! Agents and `metactl move --wait` across a metad leader kill (the moves finish exactly once,
 //! every byte on the target matches, the sources are released, `metactl moves ls` /
-//! `agents ls` report the outcome), and byte-level fencing of stale copies.
+//! `agents ls` report the outcome), and byte-level fencing of a stale copy
+//! by another agent of the same silo.
 
 mod agent_common;
 
@@ -136,23 +137,26 @@ async fn moves_survive_a_leader_kill_and_metactl_follows_them() -> anyhow::Resul
     Ok(())
 }
 
-/// The race the e2e test found: a copy of an old generation (stuck reading) must not be
-/// renamed over the newer copy that a later claim of the same move placed and committed.
+/// The race the e2e test found, across two agents of one silo: a copy of an old generation
+/// (stuck reading) must not be renamed over the newer copy that another agent's later claim
+/// of the same move placed and committed. (Inside one agent, copies of a file run one at a
+/// time.) The stale agent's lease is alive the whole time: only `confirm_claims` stops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stale_copy_is_never_placed_over_a_newer_committed_one() -> anyhow::Result<()> {
     let env = Env::new(&["sa", "sb"]).await?;
     make_files(&env.root("sa").join("data"), 4)?;
     env.import("sa", "data", "/ml").await?;
     let path = "/ml/d1/f001.bin";
-    // The first claim reads the original location, which is held.
+    // Agent X claims first; its read of the original location is held.
     let held = Arc::new(HoldLocations::new(
         PosixDriver::new(env.root("sa")),
         &["data/d1/f001.bin"],
     ));
-    let mut cfg = env.config("sb", "b");
-    // Local fencing alone must be enough inside one agent.
-    cfg.confirm_claims = false;
-    let agent = env.spawn(
+    let mut cfg = env.config("sb", "x");
+    // One task at a time: while its copy hangs, X claims nothing more.
+    cfg.claim_batch = 1;
+    cfg.concurrency = 1;
+    let x = env.spawn(
         Agent::new(
             env.cluster.client().await?,
             cfg,
@@ -171,13 +175,14 @@ async fn a_stale_copy_is_never_placed_over_a_newer_committed_one() -> anyhow::Re
             },
         )
         .await?;
-    wait_until(T, "the first copy waits on its source", || async {
+    wait_until(T, "X's copy waits on its source", || async {
         (held.waiting.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(())
     })
     .await?;
+    let y = env.start("sb", "y").await?;
 
     // A writer puts new bytes (same size) at a new location and records the write: the move
-    // goes back to pending, is claimed again, and that copy reads the new location.
+    // goes back to pending and Y claims, copies (the new location) and commits it.
     let old = std::fs::read(env.root("sa").join("data/d1/f001.bin"))?;
     let new: Vec<u8> = old.iter().map(|b| b ^ 0x5a).collect();
     std::fs::write(env.root("sa").join("data/d1/f001.bin.w1"), &new)?;
@@ -195,11 +200,10 @@ async fn a_stale_copy_is_never_placed_over_a_newer_committed_one() -> anyhow::Re
         .await?;
     wait_batch_done(&env.client, created.batch, 1).await?;
 
-    // Now the stale copy gets its bytes (the old ones, matching its task) and tries to place.
+    // Now X's stale copy gets its bytes (the old ones, matching its task) and would place.
     held.release_all();
-    // It ends one way or another (abandoned by the fence; without it, placed and refused).
-    let s = wait_until(T, "the stale copy ended", || async {
-        let s = agent.stats.snapshot();
+    let s = wait_until(T, "X's stale copy ended", || async {
+        let s = x.stats.snapshot();
         (s.aborted + s.refused >= 1).then_some(s)
     })
     .await?;
@@ -212,12 +216,13 @@ async fn a_stale_copy_is_never_placed_over_a_newer_committed_one() -> anyhow::Re
     let on_disk = std::fs::read(env.root("sb").join(&inst.location))?;
     assert!(on_disk == new, "the newest committed bytes stay in place");
     assert!(temp_files(env.dir.path()).is_empty());
-    assert_eq!(
-        (s.aborted, s.refused),
-        (1, 0),
-        "the fence stopped it: {s:?}"
-    );
-    agent.stop().await?;
+    assert_eq!((s.aborted, s.refused, s.copied_files), (1, 0, 0), "{s:?}");
+    wait_until(T, "Y counted its commit", || async {
+        (y.stats.snapshot().committed == 1).then_some(())
+    })
+    .await?;
+    x.stop().await?;
+    y.stop().await?;
     env.cluster.shutdown().await;
     Ok(())
 }
