@@ -115,7 +115,7 @@ impl Client {
     /// `target_silo`. All or nothing; files already there or already moving are skipped.
     pub async fn create_move(
         &self,
-        paths: Vec<String>,
+        paths: impl Into<Vec<String>>,
         target_silo: &str,
         spec: MoveSpec,
     ) -> Result<pb::CreateMoveResponse, ClientError> {
@@ -125,7 +125,7 @@ impl Client {
             create_move,
             pb::CreateMoveRequest {
                 header: None,
-                paths,
+                paths: paths.into(),
                 recursive: spec.recursive,
                 target_silo: target_silo.to_string(),
                 mode: spec.mode as i32,

@@ -14,7 +14,7 @@ use crate::config::ReadOptions;
 use crate::error::{CallKind, ClientError};
 
 /// A silo to register (see [`Client::register_silo`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SiloSpec {
     pub name: String,
     pub site: String,

@@ -73,9 +73,16 @@ where
         match call(seq).await {
             Ok(v) => return Ok(v),
             Err(e) => {
-                AgentStats::inc(&stats.errors);
                 round += 1;
-                if !e.is_retryable() || round >= rounds {
+                if e.is_retryable() {
+                    AgentStats::inc(&stats.errors);
+                }
+                if !e.is_retryable() {
+                    // A definite answer: the caller decides what it means.
+                    tracing::debug!(%what, error = %e, "refused");
+                    return Err(e);
+                }
+                if round >= rounds {
                     tracing::warn!(%what, error = %e, rounds = round, "giving up");
                     return Err(e);
                 }

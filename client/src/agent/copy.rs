@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::commit::{persist, Commit};
 use super::driver::{is_verifiable, TaskReader};
+use super::fence::confirm_claim;
 use super::run::Shared;
 use super::stats::AgentStats;
 use crate::LeaseState;
@@ -55,7 +56,9 @@ fn cut(mut s: String) -> String {
 pub(crate) async fn copy_one(env: CopyEnv, task: pb::MoveTask) {
     let sh = Arc::clone(&env.shared);
     let started = Instant::now();
-    match copy_inner(&env, &task).await {
+    let outcome = copy_inner(&env, &task).await;
+    sh.placements.finished(task.move_id);
+    match outcome {
         Ok(()) => {
             tracing::debug!(move_id = task.move_id, path = %task.path, bytes = task.size, elapsed = ?started.elapsed(), "copied");
         }
@@ -174,11 +177,27 @@ async fn copy_inner(env: &CopyEnv, task: &pb::MoveTask) -> Result<(), Outcome> {
         )))
         .await;
     }
-    if env.abort.load(Ordering::Acquire) || !env.lease.borrow().is_alive() {
+    // Placement is fenced (see `fence`): one placement at a time per location, and only by
+    // the newest claim of the move, under a lease that outlives the rename.
+    let _placing = sh.placements.lock(dst_loc).await;
+    if !sh.placements.is_newest(task.move_id, task.token) {
+        return discard(Outcome::Abandoned(
+            "the move was claimed again; not placing an older copy".into(),
+        ))
+        .await;
+    }
+    let margin = (sh.config.ttl / 4).min(std::time::Duration::from_secs(2));
+    if env.abort.load(Ordering::Acquire) || !env.lease.borrow().is_alive_at(Instant::now() + margin)
+    {
         return discard(Outcome::Abandoned(
             "lease not alive before placement".into(),
         ))
         .await;
+    }
+    if sh.config.confirm_claims {
+        if let Err(why) = confirm_claim(&sh.client, task).await {
+            return discard(Outcome::Abandoned(why)).await;
+        }
     }
     // A source checksum in another format cannot be compared with ours: send none, so that
     // metad keeps the source's (the server compares checksums when both are present).

@@ -86,6 +86,13 @@ pub trait SiloDriver: Send + Sync + 'static {
         })
     }
 
+    /// Removes temporary files (of [`SiloDriver::stage`]) not modified for `max_age`: the
+    /// leftovers of an agent killed mid-copy. Returns how many were removed. Default: none.
+    fn sweep_temp(&self, max_age: std::time::Duration) -> BoxFuture<'_, io::Result<u64>> {
+        let _ = max_age;
+        Box::pin(async { Ok(0) })
+    }
+
     /// Stage then publish: writes `source` at `location` atomically; returns the byte count
     /// and checksum.
     fn write<'a>(

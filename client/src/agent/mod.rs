@@ -5,7 +5,7 @@
 //!
 //! Modules: `driver` (the [`SiloDriver`] trait, checksums, locations), `posix` (the
 //! directory-tree driver), `run` (the main loop), `copy` (one copy task), `commit` (batched
-//! CompleteMoves), `release` (released instances and tombstones), `wake` (the watch that
+//! CompleteMoves), `fence` (no stale copy placed over a newer one), `release` (released instances and tombstones), `wake` (the watch that
 //! wakes the loop), `stats` (counters), `cmd` (the `metad-agent` binary).
 //!
 //! ```no_run
@@ -26,6 +26,7 @@ pub mod cmd;
 mod commit;
 mod copy;
 pub mod driver;
+mod fence;
 pub mod posix;
 mod release;
 mod run;
@@ -74,6 +75,13 @@ pub struct AgentConfig {
     pub tombstone_interval: Duration,
     /// Where to read each source silo on this machine (overrides the silo's registered root).
     pub source_roots: BTreeMap<String, PathBuf>,
+    /// Before placing a copy, confirm with metad (one linearizable GetMove) that its claim
+    /// is still current. Needed when several agents serve one silo; inside one agent stale
+    /// copies are fenced locally anyway.
+    pub confirm_claims: bool,
+    /// Temporary files not modified for this long are leftovers of a killed agent: removed
+    /// at start and every `temp_max_age` after.
+    pub temp_max_age: Duration,
 }
 
 impl AgentConfig {
@@ -92,6 +100,8 @@ impl AgentConfig {
             commit_delay: Duration::from_millis(30),
             tombstone_interval: Duration::from_secs(10),
             source_roots: BTreeMap::new(),
+            temp_max_age: Duration::from_secs(3600),
+            confirm_claims: true,
         }
     }
 

@@ -105,6 +105,30 @@ impl PosixDriver {
     }
 }
 
+/// Removes `*.metad-tmp-*` files under `root` not modified for `max_age`.
+fn sweep_temp_files(root: &Path, max_age: std::time::Duration) -> io::Result<u64> {
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in walkdir::WalkDir::new(root).follow_links(false) {
+        let Ok(entry) = entry else { continue };
+        if !entry.file_type().is_file()
+            || !entry.file_name().to_string_lossy().contains(TEMP_MARKER)
+        {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age >= max_age);
+        if old && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// fsyncs a directory (so a rename or unlink in it is durable).
 async fn sync_dir(dir: &Path) -> io::Result<()> {
     let d = tokio::fs::File::open(dir).await?;
@@ -173,6 +197,15 @@ impl SiloDriver for PosixDriver {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             }
+        })
+    }
+
+    fn sweep_temp(&self, max_age: std::time::Duration) -> BoxFuture<'_, io::Result<u64>> {
+        let root = self.root.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || sweep_temp_files(&root, max_age))
+                .await
+                .map_err(io::Error::other)?
         })
     }
 
@@ -307,6 +340,34 @@ mod tests {
             .expect("write");
         assert!(d.delete("present").await.expect("delete"));
         assert_eq!(d.stat("present").await.expect("stat"), None);
+    }
+
+    #[tokio::test]
+    async fn stale_temp_files_are_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = PosixDriver::new(dir.path());
+        d.write("keep/x.bin", reader(b"x".to_vec()))
+            .await
+            .expect("write");
+        let staged = d
+            .stage("keep/y.bin", reader(b"y".to_vec()))
+            .await
+            .expect("stage");
+        assert_eq!(
+            d.sweep_temp(std::time::Duration::from_secs(3600))
+                .await
+                .expect("sweep"),
+            0,
+            "a fresh temp file is someone's copy in progress"
+        );
+        assert_eq!(
+            d.sweep_temp(std::time::Duration::ZERO)
+                .await
+                .expect("sweep"),
+            1
+        );
+        assert_eq!(files_in(&dir.path().join("keep")), ["x.bin"]);
+        assert!(d.publish(staged).await.is_err(), "its copy is gone");
     }
 
     #[tokio::test]

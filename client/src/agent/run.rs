@@ -36,6 +36,7 @@ pub(crate) struct Shared {
     pub target: Arc<dyn SiloDriver>,
     pub sources: Sources,
     pub stats: Arc<AgentStats>,
+    pub placements: super::fence::Placements,
 }
 
 /// A registered lease and what hangs off it.
@@ -60,8 +61,8 @@ type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
 
 impl Agent {
     /// Runs the agent until `shutdown` completes. Returns an error only when it cannot work
-    /// at all (e.g. the silo does not exist, or the name is invalid); transient failures are
-    /// retried.
+    /// at all (e.g. the silo does not exist, or the name is invalid) or when another agent
+    /// registered under the same name took its lease over; transient failures are retried.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ClientError> {
         let sh = Arc::new(Shared {
             client: self.client,
@@ -69,6 +70,7 @@ impl Agent {
             target: self.target,
             sources: self.sources,
             stats: self.stats,
+            placements: Default::default(),
         });
         let mut shutdown = std::pin::pin!(shutdown);
         let shutdown: Shutdown<'_> = shutdown.as_mut();
@@ -92,8 +94,9 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
     let tombstones = tokio::spawn(run_tombstones(
         Arc::clone(&sh),
         Arc::clone(&tomb_wake),
-        stop_rx,
+        stop_rx.clone(),
     ));
+    let sweeper = tokio::spawn(sweep_temp(Arc::clone(&sh), stop_rx));
     let (commit_tx, commit_rx) = mpsc::channel(4 * cfg.commit_batch + cfg.concurrency);
     let committer = tokio::spawn(run_committer(
         sh.client.clone(),
@@ -122,14 +125,13 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
         // 1. A lease to work under.
         if held.as_ref().is_none_or(Held::lost) {
             if let Some(old) = held.take() {
-                tracing::warn!(
-                    lease = old.keeper.lease(),
-                    dropped = queue.len(),
-                    "lease lost; registering again"
-                );
+                let lease = old.keeper.lease();
+                tracing::warn!(lease, dropped = queue.len(), "lease lost");
                 old.end().await;
-                AgentStats::add(&sh.stats.aborted, queue.len() as u64);
-                queue.clear();
+                drop_queue(&sh, &mut queue);
+                if let Some(e) = taken_over(&sh, lease).await {
+                    break Err(e);
+                }
             }
             match register(&sh, &mut shutdown).await {
                 Ok(Some(h)) => held = Some(h),
@@ -190,6 +192,7 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
                             "claimed"
                         );
                     }
+                    sh.placements.claimed(&resp.tasks);
                     queue.extend(resp.tasks);
                     let complete = (resp.releases.len() as u32) < MAX_RELEASES;
                     if !resp.releases.is_empty() || complete {
@@ -205,9 +208,13 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
                 Err(e) if e.code() == ErrorCode::NotFound && e.message().starts_with("lease") => {
                     tracing::warn!(error = %e, "claim refused: lease gone");
                     if let Some(old) = held.take() {
+                        let lease = old.keeper.lease();
                         old.end().await;
+                        drop_queue(&sh, &mut queue);
+                        if let Some(e) = taken_over(&sh, lease).await {
+                            break Err(e);
+                        }
                     }
-                    queue.clear();
                     continue;
                 }
                 Err(e) => {
@@ -252,6 +259,7 @@ async fn main_loop(sh: Arc<Shared>, mut shutdown: Shutdown<'_>) -> Result<(), Cl
     let _ = releaser.await;
     let _ = watcher.await;
     let _ = tombstones.await;
+    let _ = sweeper.await;
     if let Some(h) = held {
         let lease = h.keeper.lease();
         h.end().await;
@@ -292,11 +300,64 @@ impl Drop for BusyGuard {
     }
 }
 
+/// Removes stale temporary files on the agent's silo now and every `temp_max_age`.
+async fn sweep_temp(sh: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let every = sh.config.temp_max_age.max(Duration::from_secs(1));
+    loop {
+        match sh.target.sweep_temp(sh.config.temp_max_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "stale temporary files removed"),
+            Err(e) => tracing::warn!(error = %e, "sweeping temporary files failed"),
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Forgets queued tasks whose claims died with the lease.
+fn drop_queue(sh: &Shared, queue: &mut VecDeque<pb::MoveTask>) {
+    AgentStats::add(&sh.stats.aborted, queue.len() as u64);
+    for t in queue.drain(..) {
+        sh.placements.finished(t.move_id);
+    }
+}
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// After losing lease `old`: if a live lease of the same name on the same silo exists, another
+/// incarnation of this agent registered (a restart elsewhere took over): stop instead of
+/// taking it back, or the two would replace each other forever.
+async fn taken_over(sh: &Shared, old: u64) -> Option<ClientError> {
+    let cfg = &sh.config;
+    let agents = match sh
+        .client
+        .list_agents(&cfg.silo, crate::ReadOptions::default())
+        .await
+    {
+        Ok(r) => r.agents,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list agents; registering again");
+            return None;
+        }
+    };
+    let other = agents
+        .iter()
+        .find(|a| a.name == cfg.name && a.silo == cfg.silo && a.lease != old)?;
+    tracing::error!(lease = other.lease, name = %cfg.name, "another agent registered under this name took over; stopping");
+    Some(ClientError::rpc(
+        ErrorCode::FailedPrecondition,
+        format!(
+            "another agent registered as {} on silo {} (lease {}) replaced this one",
+            cfg.name, cfg.silo, other.lease
+        ),
+    ))
 }
 
 /// One ClaimMoves, resent with the same seq if its outcome is unknown (so claimed tasks are

@@ -396,10 +396,10 @@ async fn entries_of(
     view: &mut ImportView,
 ) -> Vec<pb::ImportEntry> {
     let sums: Vec<Result<String, String>> = if checksum {
-        futures::stream::iter(chunk.iter().map(|f| hash_file(f.abs.clone())))
-            .buffered(4)
-            .collect()
-            .await
+        // Futures collected first: a lazily mapped iterator would make the command's future
+        // not `Send` (its closure borrows the chunk).
+        let hashes: Vec<_> = chunk.iter().map(|f| hash_file(f.abs.clone())).collect();
+        futures::stream::iter(hashes).buffered(4).collect().await
     } else {
         chunk.iter().map(|_| Ok(String::new())).collect()
     };

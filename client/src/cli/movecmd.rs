@@ -19,6 +19,10 @@ use crate::{pb, Client, ClientError, ErrorCode, ReadOptions};
 /// Paths per CreateMove call (the server's limit).
 const PATHS_PER_CALL: usize = 1000;
 
+/// `move --wait` keeps polling through a cluster outage (leader election, a node down) for at
+/// most this long.
+const WAIT_OUTAGE_MAX: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone, Subcommand)]
 pub enum MoveCmd {
     /// Move (or with --copy, copy) files or directory trees to a silo.
@@ -319,12 +323,29 @@ async fn wait(
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar());
     pb_files.set_style(style);
+    let mut failing_since: Option<tokio::time::Instant> = None;
     let t = loop {
-        let mut got = Vec::with_capacity(batches.len());
-        for b in batches {
-            let r = client.get_move_batch(*b, ReadOptions::default()).await?;
-            got.push(r.batch.unwrap_or_default());
-        }
+        let got = match poll_batches(client, batches).await {
+            Ok(g) => {
+                failing_since = None;
+                g
+            }
+            // A leader change or a node down: keep following, within a bound.
+            Err(e) if e.is_retryable() => {
+                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > WAIT_OUTAGE_MAX {
+                    pb_files.abandon();
+                    return Err(e);
+                }
+                pb_files.set_message(format!("cluster not answering ({}); retrying", e.code()));
+                tokio::time::sleep(poll).await;
+                continue;
+            }
+            Err(e) => {
+                pb_files.abandon();
+                return Err(e);
+            }
+        };
         let t = total(&got);
         pb_files.set_length(t.count);
         pb_files.set_position(t.done + t.failed + t.cancelled);
@@ -370,6 +391,15 @@ async fn wait(
         elapsed_ms: started.elapsed().as_millis() as u64,
         failures,
     })
+}
+
+async fn poll_batches(client: &Client, batches: &[u64]) -> Result<Vec<pb::MoveBatch>, ClientError> {
+    let mut got = Vec::with_capacity(batches.len());
+    for b in batches {
+        let r = client.get_move_batch(*b, ReadOptions::default()).await?;
+        got.push(r.batch.unwrap_or_default());
+    }
+    Ok(got)
 }
 
 async fn ls(client: &Client, a: &MovesLsArgs) -> Result<Output, ClientError> {
