@@ -341,7 +341,7 @@ fn complete_one(
         .filter(|s| s.content_gen == inode.content_gen)
         .map(|s| s.checksum)
         .unwrap_or_default();
-    if !source_sum.is_empty() && !c.checksum.is_empty() && source_sum != c.checksum {
+    if comparable(&source_sum, &c.checksum) && source_sum != c.checksum {
         let why = format!(
             "copy checksum {} differs from the source's {source_sum}",
             c.checksum
@@ -378,6 +378,13 @@ fn complete_one(
     ));
     let new = finish_commit(kv, ctx, mv, &path)?;
     Ok((CompleteOutcome::Committed, with_path(new, path)))
+}
+
+/// Two checksums can be compared when both are known and name the same algorithm (the text
+/// before ':', e.g. "blake3"); "sha256:..." and "blake3:..." of the same bytes differ.
+fn comparable(a: &str, b: &str) -> bool {
+    let algo = |s: &str| s.split_once(':').map(|(x, _)| x.to_string());
+    !a.is_empty() && !b.is_empty() && algo(a) == algo(b)
 }
 
 fn with_path(mut mv: Move, path: String) -> Move {
