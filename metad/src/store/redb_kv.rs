@@ -37,13 +37,15 @@ fn collect<T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(out)
 }
 
+type BytesTable<'a> = redb::Table<'a, &'static [u8], &'static [u8]>;
+
 /// The state machine's view of one redb write transaction. Each table is opened once and
 /// kept open for the life of the view: opening a table in a write transaction costs a lookup
 /// in the table tree and a write-back on drop, which dominated apply time when done per key.
 /// Drop the view before committing the transaction.
 pub struct RedbWrite<'a> {
     txn: &'a WriteTransaction,
-    tables: RefCell<BTreeMap<Table, redb::Table<'a, &'static [u8], &'static [u8]>>>,
+    tables: RefCell<BTreeMap<Table, BytesTable<'a>>>,
 }
 
 impl<'a> RedbWrite<'a> {
@@ -57,7 +59,7 @@ impl<'a> RedbWrite<'a> {
     fn with_table<R>(
         &self,
         t: Table,
-        f: impl FnOnce(&mut redb::Table<'a, &'static [u8], &'static [u8]>) -> Result<R, KvError>,
+        f: impl FnOnce(&mut BytesTable<'a>) -> Result<R, KvError>,
     ) -> Result<R, KvError> {
         let mut tables = self.tables.borrow_mut();
         let table = match tables.entry(t) {
