@@ -27,6 +27,9 @@
 //! `lease` (the agent lease keeper), `agent` (the agent SDK and the posix reference agent),
 //! `cli` (`metactl`).
 
+#[macro_use]
+mod calls;
+
 pub mod agent;
 pub mod backoff;
 pub mod cli;

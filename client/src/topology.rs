@@ -49,35 +49,6 @@ pub struct InstanceSpec {
     pub location: String,
 }
 
-macro_rules! write_call {
-    ($self:ident, $svc:ident, $method:ident, $req:expr) => {{
-        let seq = $self.next_seq();
-        let mut req = $req;
-        req.header = Some(pb::WriteHeader {
-            client_id: $self.inner.client_id.clone(),
-            seq,
-        });
-        $self
-            .call(CallKind::Write { seq }, None, move |ch, t| {
-                let req = req.clone();
-                async move { $svc::new(ch).$method(request(req, t)).await }
-            })
-            .await
-    }};
-}
-
-macro_rules! read_call {
-    ($self:ident, $svc:ident, $method:ident, $req:expr) => {{
-        let req = $req;
-        $self
-            .call(CallKind::Read, None, move |ch, t| {
-                let req = req.clone();
-                async move { $svc::new(ch).$method(request(req, t)).await }
-            })
-            .await
-    }};
-}
-
 impl Client {
     /// Registers a site. `ALREADY_EXISTS` if the name is taken.
     pub async fn register_site(

@@ -55,19 +55,15 @@ async fn client(endpoints: &[String]) -> Client {
     .expect("client")
 }
 
-async fn poll<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+/// Polls `f` until it yields a value (testkit's `wait_until`), panicking after `timeout`.
+async fn poll<T, F, Fut>(timeout: Duration, what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let until = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    metad_testkit::wait_until(timeout, what, f)
+        .await
+        .expect("condition within its deadline")
 }
 
 fn agent(dir: &Path, silo: &str, root: &Path, endpoints: &[String]) -> Proc {
@@ -296,6 +292,8 @@ async fn move_a_tree_under_load_with_crashes() {
             // Locations on silo A superseded by a write (the writer's own leftovers).
             let mut superseded: BTreeSet<PathBuf> = BTreeSet::new();
             let mut n = 1u64;
+            // About 50 writes a second: a steady write load, not a wait for anything.
+            let mut pace = tokio::time::interval(Duration::from_millis(20));
             while !stop.load(Ordering::Relaxed) {
                 // Rewrite one of the first 50 files: new bytes at a new location on the
                 // silo holding its current copy, then RecordWrite. Readers of the old
@@ -352,7 +350,7 @@ async fn move_a_tree_under_load_with_crashes() {
                     // Refused (e.g. the copy is being released): it did not happen.
                     Err(_) => record(Some(None)),
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                pace.tick().await;
             }
             (last, superseded)
         })
@@ -373,7 +371,15 @@ async fn move_a_tree_under_load_with_crashes() {
     .await;
     let leader = c.cluster_status().await.expect("status").leader_id;
     cluster.node(leader).kill9();
-    tokio::time::sleep(Duration::from_millis(500)).await; // the crash window, not a wait
+    // The old leader stays down until the others have elected a new one.
+    poll(Duration::from_secs(30), "a new leader", || async {
+        c.cluster_status()
+            .await
+            .ok()
+            .map(|st| st.leader_id)
+            .filter(|l| *l != 0 && *l != leader)
+    })
+    .await;
     cluster.node(leader).start().expect("restart leader");
     poll(
         Duration::from_secs(120),

@@ -66,12 +66,7 @@ pub(super) fn claim(
             if tasks.len() >= r.max as usize {
                 break;
             }
-            let id = k
-                .len()
-                .checked_sub(8)
-                .and_then(|i| <[u8; 8]>::try_from(&k[i..]).ok())
-                .map(u64::from_be_bytes)
-                .ok_or_else(|| KvError("pending key too short".into()))?;
+            let id = u64_suffix(&k)?;
             let Some(mv) = load(kv, id)? else {
                 return Err(KvError(format!("moves_pending names missing move {id}")).into());
             };
@@ -138,7 +133,7 @@ fn claim_one(
     let existing_target = get_instance(kv, mv.ino, &target.name)?;
     if let Some(t) = &existing_target {
         if t.state == InstanceState::Valid as i32 && t.content_gen == inode.content_gen {
-            commit_now(kv, ctx, mv, &path)?;
+            finish_commit(kv, ctx, mv, &path)?;
             return Ok(None);
         }
         if t.state == InstanceState::Releasing as i32 {
@@ -208,7 +203,6 @@ fn claim_one(
         move_id: mv.id,
         token,
         ino: mv.ino,
-        path,
         content_gen: inode.content_gen,
         size: inode.size,
         mode: mv.mode,
@@ -219,10 +213,11 @@ fn claim_one(
         target_root: target.root.clone(),
         attempt: mv.attempts + 1,
         source_location: if source.location.is_empty() {
-            topo::default_location(&best_path(kv, mv.ino)?)
+            topo::default_location(&path)
         } else {
             source.location
         },
+        path,
         target_location: location,
     }))
 }
@@ -392,9 +387,10 @@ fn with_path(mut mv: Move, path: String) -> Move {
     mv
 }
 
-/// The target instance is valid at the current generation: a copy is DONE; a move retires
-/// every other instance (RELEASING until the source agents confirm deletion).
-fn finish_commit(
+/// The target instance is valid at the current generation (just committed, or already there):
+/// a copy is DONE; a move retires every other instance (RELEASING until the source agents
+/// confirm deletion).
+pub(super) fn finish_commit(
     kv: &mut impl KvWrite,
     ctx: &mut ApplyCtx,
     mv: Move,
@@ -439,16 +435,6 @@ fn finish_commit(
     new.bytes_done = new.bytes_total;
     save(kv, ctx, Some(&mv), &mut new, path, String::new())?;
     Ok(new)
-}
-
-/// Commits a move whose target already holds the current bytes (no copy needed).
-pub(super) fn commit_now(
-    kv: &mut impl KvWrite,
-    ctx: &mut ApplyCtx,
-    mv: Move,
-    path: &str,
-) -> OpResult<Move> {
-    finish_commit(kv, ctx, mv, path)
 }
 
 /// Puts a filling target instance back to stale (its bytes, if any were placed, are not

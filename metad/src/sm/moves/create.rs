@@ -211,7 +211,7 @@ pub(super) fn create(
         if valid_here {
             // Mode move and the target already holds the current bytes: commit at once,
             // retiring the other copies.
-            super::claim::commit_now(kv, ctx, mv, &path)?;
+            super::claim::finish_commit(kv, ctx, mv, &path)?;
         }
         ids.push(id);
     }
