@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod faults;
 pub mod metrics;
+pub mod mutations;
 pub mod network;
 pub mod node;
 pub mod sm;
