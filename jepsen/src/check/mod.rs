@@ -63,3 +63,9 @@ impl CheckResult {
         self.validity == Validity::Valid
     }
 }
+
+pub mod elle;
+pub mod linear;
+pub mod moves;
+pub mod namespace;
+pub mod watch;

@@ -17,6 +17,12 @@ use metad_client::{Client, ClientConfig};
 use crate::check::CheckResult;
 use crate::history::{History, Recorder};
 
+pub mod list_append;
+pub mod moves;
+pub mod namespace;
+pub mod register;
+pub mod watch;
+
 /// What a workload gets from the runner.
 #[derive(Clone)]
 pub struct Ctx {
@@ -90,21 +96,47 @@ impl Workload {
         Self::ALL.into_iter().find(|w| w.name() == s)
     }
 
+    /// Extra arguments for every metad node.
+    pub fn node_args(self) -> Vec<String> {
+        match self {
+            Workload::Register => register::node_args(),
+            Workload::ListAppend => list_append::node_args(),
+            Workload::Namespace => namespace::node_args(),
+            Workload::Watch => watch::node_args(),
+            Workload::Moves => moves::node_args(),
+        }
+    }
+
     /// The main phase.
     pub async fn run(self, ctx: Ctx) -> anyhow::Result<()> {
-        let _ = ctx;
-        anyhow::bail!("workload {} is not implemented yet", self.name())
+        match self {
+            Workload::Register => register::run(ctx).await,
+            Workload::ListAppend => list_append::run(ctx).await,
+            Workload::Namespace => namespace::run(ctx).await,
+            Workload::Watch => watch::run(ctx).await,
+            Workload::Moves => moves::run(ctx).await,
+        }
     }
 
     /// The final phase, after the cluster is healed.
     pub async fn finish(self, ctx: Ctx) -> anyhow::Result<()> {
-        let _ = ctx;
-        Ok(())
+        match self {
+            Workload::Register => register::finish(ctx).await,
+            Workload::ListAppend => list_append::finish(ctx).await,
+            Workload::Namespace => namespace::finish(ctx).await,
+            Workload::Watch => watch::finish(ctx).await,
+            Workload::Moves => moves::finish(ctx).await,
+        }
     }
 
     /// The checkers for this workload's history.
     pub fn check(self, history: &History) -> Vec<CheckResult> {
-        let _ = history;
-        Vec::new()
+        match self {
+            Workload::Register => register::check(history),
+            Workload::ListAppend => list_append::check(history),
+            Workload::Namespace => namespace::check(history),
+            Workload::Watch => watch::check(history),
+            Workload::Moves => moves::check(history),
+        }
     }
 }

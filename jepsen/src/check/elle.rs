@@ -1,0 +1,1 @@
+//! Checker `elle` (not implemented yet).

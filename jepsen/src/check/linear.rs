@@ -1,0 +1,1 @@
+//! Checker `linear` (not implemented yet).

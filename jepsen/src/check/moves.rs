@@ -1,0 +1,1 @@
+//! Checker `moves` (not implemented yet).

@@ -1,0 +1,1 @@
+//! Checker `namespace` (not implemented yet).

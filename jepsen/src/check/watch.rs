@@ -1,0 +1,1 @@
+//! Checker `watch` (not implemented yet).
