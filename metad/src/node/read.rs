@@ -106,10 +106,12 @@ impl NodeCore {
             .map(|o| o.consistency())
             .unwrap_or(Consistency::Linearizable);
         let min_revision = opts.map(|o| o.min_revision).unwrap_or(0);
+        // The `stale-reads` mutation serves linearizable reads from the local state machine.
         if matches!(
             consistency,
             Consistency::Linearizable | Consistency::Unspecified
-        ) {
+        ) && !crate::mutations::on("stale-reads")
+        {
             let idx = self.coalesced_read_index().await?;
             self.wait_applied(
                 deadline,

@@ -1,1 +1,0 @@
-//! Checker `linear` (not implemented yet).
