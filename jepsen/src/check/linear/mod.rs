@@ -25,7 +25,7 @@ use crate::history::{History, OpType};
 
 mod search;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use search::{search, Outcome};
 

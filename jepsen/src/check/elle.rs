@@ -1,1 +1,0 @@
-//! Checker `elle` (not implemented yet).
