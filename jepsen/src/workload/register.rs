@@ -94,7 +94,11 @@ pub fn tag_equals(path: &str, key: &str, value: &str) -> pb::Compare {
 }
 
 /// The own value of tag `key` of `path` (linearizable read on whatever node `client` uses).
-pub async fn read_tag(client: &Client, path: &str, key: &str) -> Result<Option<String>, ClientError> {
+pub async fn read_tag(
+    client: &Client,
+    path: &str,
+    key: &str,
+) -> Result<Option<String>, ClientError> {
     let r = client
         .get_tags(path, false, ReadOptions::linearizable())
         .await?;
@@ -102,7 +106,12 @@ pub async fn read_tag(client: &Client, path: &str, key: &str) -> Result<Option<S
 }
 
 /// Creates `dir` and `files`, retrying until it succeeds or `ctx.deadline` passes.
-pub async fn setup_files(ctx: &Ctx, client: &Client, dir: &str, files: &[String]) -> anyhow::Result<()> {
+pub async fn setup_files(
+    ctx: &Ctx,
+    client: &Client,
+    dir: &str,
+    files: &[String],
+) -> anyhow::Result<()> {
     let mut last = String::new();
     while !ctx.done() {
         match create_all(client, dir, files).await {
@@ -127,8 +136,11 @@ async fn create_all(client: &Client, dir: &str, files: &[String]) -> Result<(), 
 }
 
 fn parse(v: Option<String>) -> anyhow::Result<Option<u64>> {
-    v.map(|s| s.parse::<u64>().with_context(|| format!("register value {s:?}")))
-        .transpose()
+    v.map(|s| {
+        s.parse::<u64>()
+            .with_context(|| format!("register value {s:?}"))
+    })
+    .transpose()
 }
 
 /// The main phase: invoke operations until `ctx.deadline`.
@@ -243,4 +255,62 @@ pub async fn finish(ctx: Ctx) -> anyhow::Result<()> {
 /// The checkers that judge this workload's history.
 pub fn check(history: &History) -> Vec<CheckResult> {
     vec![check::linear::check(history)]
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::future::Future;
+
+    use super::*;
+    use crate::history::Recorder;
+
+    /// Runs `run` then `finish` against the cluster named by `METAD_JEPSEN_ENDPOINTS`
+    /// (comma-separated), for `METAD_JEPSEN_SECS` seconds (default 10), and saves the history
+    /// to `METAD_JEPSEN_HISTORY` if set.
+    pub(crate) async fn live<R, F>(run: impl Fn(Ctx) -> R, finish: impl Fn(Ctx) -> F) -> History
+    where
+        R: Future<Output = anyhow::Result<()>>,
+        F: Future<Output = anyhow::Result<()>>,
+    {
+        let endpoints: Vec<String> = std::env::var("METAD_JEPSEN_ENDPOINTS")
+            .expect("METAD_JEPSEN_ENDPOINTS")
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        let secs: u64 = std::env::var("METAD_JEPSEN_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = Ctx {
+            endpoints,
+            recorder: Recorder::new(),
+            concurrency: 6,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(secs),
+            seed: 7,
+            op_timeout: Duration::from_secs(5),
+            dir: dir.path().to_path_buf(),
+        };
+        run(ctx.clone()).await.expect("run");
+        finish(ctx.clone()).await.expect("finish");
+        let h = ctx.recorder.history();
+        if let Ok(p) = std::env::var("METAD_JEPSEN_HISTORY") {
+            h.save(std::path::Path::new(&p)).expect("save");
+        }
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for o in h.ops.iter().filter(|o| !o.is_invoke()) {
+            *counts.entry(format!("{} {:?}", o.f, o.kind)).or_default() += 1;
+        }
+        println!("{} entries: {counts:?}", h.ops.len());
+        h
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs a running cluster"]
+    async fn live_cluster() {
+        let h = live(run, finish).await;
+        let res = check(&h);
+        println!("{}", serde_json::to_string_pretty(&res).expect("json"));
+        assert!(res.iter().all(|r| r.is_valid()));
+    }
 }
