@@ -313,4 +313,18 @@ pub(crate) mod tests {
         println!("{}", serde_json::to_string_pretty(&res).expect("json"));
         assert!(res.iter().all(|r| r.is_valid()));
     }
+
+    /// Checks the history saved at `METAD_JEPSEN_HISTORY`.
+    #[test]
+    #[ignore = "needs a saved history"]
+    fn check_saved() {
+        let p = std::env::var("METAD_JEPSEN_HISTORY").expect("METAD_JEPSEN_HISTORY");
+        let h = History::load(std::path::Path::new(&p)).expect("load");
+        let res = if h.ops.iter().any(|o| o.f == "txn") {
+            crate::workload::list_append::check(&h)
+        } else {
+            check(&h)
+        };
+        println!("{}", serde_json::to_string_pretty(&res).expect("json"));
+    }
 }

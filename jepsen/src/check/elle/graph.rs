@@ -210,7 +210,11 @@ impl Graph {
             if let Some((name, c)) = found {
                 // Name it by what the cycle actually uses.
                 let uses_rt = c.edges.iter().any(|e| e.2.kind == RT);
-                let name = if uses_rt { format!("{name}{suffix}") } else { name.to_string() };
+                let name = if uses_rt {
+                    format!("{name}{suffix}")
+                } else {
+                    name.to_string()
+                };
                 return Some((name, c));
             }
         }

@@ -201,7 +201,12 @@ pub fn check_with(history: &History, config: Config) -> CheckResult {
             if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
                 anomalies.push(anomaly(
                     "duplicate-elements",
-                    format!("key {k}: read {} (txn at {}) holds {} twice", show(l), idx(t), w[0]),
+                    format!(
+                        "key {k}: read {} (txn at {}) holds {} twice",
+                        show(l),
+                        idx(t),
+                        w[0]
+                    ),
                     vec![idx(t)],
                 ));
             }
@@ -253,7 +258,13 @@ pub fn check_with(history: &History, config: Config) -> CheckResult {
                 .iter()
                 .map(|(a, b, l)| {
                     let key = l.key.map_or(String::new(), |k| format!(" on key {k}"));
-                    format!("txn at {} -{}{}-> txn at {}", idx(*a), kind_name(l.kind), key, idx(*b))
+                    format!(
+                        "txn at {} -{}{}-> txn at {}",
+                        idx(*a),
+                        kind_name(l.kind),
+                        key,
+                        idx(*b)
+                    )
                 })
                 .collect();
             anomalies.push(anomaly(
@@ -370,4 +381,3 @@ fn build_graph(
     }
     g
 }
-

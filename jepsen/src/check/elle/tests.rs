@@ -24,7 +24,13 @@ fn txn(h: &mut H, p: u64, done: &[Value]) {
 fn begin(h: &mut H, p: u64, done: &[Value]) {
     let inv: Vec<Value> = done
         .iter()
-        .map(|m| if m[0] == "r" { r(m[1].as_u64().unwrap_or(0)) } else { m.clone() })
+        .map(|m| {
+            if m[0] == "r" {
+                r(m[1].as_u64().unwrap_or(0))
+            } else {
+                m.clone()
+            }
+        })
         .collect();
     h.inv(p, "txn", json!({ "mops": inv }));
 }

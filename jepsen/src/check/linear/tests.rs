@@ -111,7 +111,10 @@ fn overlapping_writes_and_reads_seeing_either_are_valid() {
 #[test]
 fn reads_flip_flopping_after_writes_complete_are_invalid() {
     let mut h = H::default();
-    h.inv(0, "write", w(0, 1)).inv(1, "write", w(0, 2)).ok(0).ok(1);
+    h.inv(0, "write", w(0, 1))
+        .inv(1, "write", w(0, 2))
+        .ok(0)
+        .ok(1);
     h.inv(2, "read", r(0)).ok_v(2, rv(0, Some(1)));
     h.inv(2, "read", r(0)).ok_v(2, rv(0, Some(2)));
     assert_invalid(&h);
