@@ -185,3 +185,114 @@ fn lost_append_and_unknown_element() {
     txn(&mut h, 0, &[rl(1, &[42])]);
     assert_eq!(kinds(&h, false), vec!["unknown-element"]);
 }
+
+/// A history of `n` transactions over `keys` lists from a real serial execution: each
+/// transaction takes effect atomically at an instant inside its interval; some end `info`
+/// (applied or not) or `fail` (not applied).
+fn generate(seed: u64, n: usize, keys: u64, procs: usize) -> History {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut free = vec![0u64; procs];
+    let mut next = 1u64;
+    // (start, lin, end, mops, kind)
+    let mut ts: Vec<(u64, u64, u64, Vec<Value>, OpType)> = Vec::new();
+    for _ in 0..n {
+        let p = rng.gen_range(0..procs);
+        let start = free[p] + rng.gen_range(0..3);
+        let end = start + rng.gen_range(1..20);
+        free[p] = end;
+        let mops: Vec<Value> = (0..rng.gen_range(1..=4))
+            .map(|_| {
+                let k = rng.gen_range(0..keys);
+                if rng.gen_bool(0.5) {
+                    next += 1;
+                    a(k, next)
+                } else {
+                    r(k)
+                }
+            })
+            .collect();
+        let kind = match rng.gen_range(0..20) {
+            0 => OpType::Fail,
+            1 => OpType::Info,
+            _ => OpType::Ok,
+        };
+        let lin = start * 10 + rng.gen_range(1..(end - start) * 10);
+        ts.push((start * 10, lin, end * 10, mops, kind));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (ts[i].1, i));
+    let mut lists: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for i in order {
+        let t = &mut ts[i];
+        let applied = t.4 == OpType::Ok || (t.4 == OpType::Info && rng.gen_bool(0.5));
+        if !applied {
+            continue;
+        }
+        for m in &mut t.3 {
+            let k = m[1].as_u64().unwrap_or(0);
+            let l = lists.entry(k).or_default();
+            if m[0] == "append" {
+                l.push(m[2].as_u64().unwrap_or(0));
+            } else {
+                m[2] = json!(l.clone());
+            }
+        }
+    }
+    let mut events = Vec::new();
+    for (i, t) in ts.iter().enumerate() {
+        events.push((t.0, 1, i));
+        events.push((t.2, 0, i));
+    }
+    events.sort_unstable();
+    let mut h = H::default();
+    for (_, is_invoke, i) in events {
+        let t = &ts[i];
+        let p = i as u64;
+        if is_invoke == 1 {
+            let inv: Vec<Value> =
+                t.3.iter()
+                    .map(|m| {
+                        if m[0] == "r" {
+                            r(m[1].as_u64().unwrap_or(0))
+                        } else {
+                            m.clone()
+                        }
+                    })
+                    .collect();
+            h.inv(p, "txn", json!({ "mops": inv }));
+        } else {
+            match t.4 {
+                OpType::Ok => h.ok_v(p, json!({ "mops": t.3 })),
+                OpType::Fail => h.fail(p),
+                _ => h.info(p),
+            };
+        }
+    }
+    h.history()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    #[test]
+    fn histories_of_serial_executions_are_strict_serializable(
+        seed in proptest::prelude::any::<u64>(), n in 1usize..200, keys in 1u64..5,
+        procs in 1usize..8,
+    ) {
+        let res = check_with(&generate(seed, n, keys, procs), Config { realtime: true });
+        proptest::prop_assert_eq!(res.validity, Validity::Valid, "{:#?}", res);
+    }
+}
+
+#[test]
+fn timing_5k_txns() {
+    let h = generate(42, 5_000, 8, 10);
+    let t = std::time::Instant::now();
+    let res = check_with(&h, Config { realtime: true });
+    println!(
+        "elle: 5k txns, 8 keys, 10 processes: {:?}, {}",
+        t.elapsed(),
+        res.stats
+    );
+    assert_eq!(res.validity, Validity::Valid, "{res:#?}");
+}

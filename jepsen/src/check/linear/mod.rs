@@ -164,6 +164,35 @@ pub fn partition(history: &History) -> (BTreeMap<u32, Vec<KeyOp>>, usize) {
     (keys, malformed)
 }
 
+/// Drops unknown writes and cas whose written value nothing ever observed (no read returned
+/// it, no cas expected it). Sound: such an op may be skipped, and if a linearization uses it,
+/// the ops between it and the next write observe nothing of it (values are unique; an
+/// unknown cas may fail in any state), so removing it leaves a linearization. This keeps
+/// the search from trying every subset of the many unknown writes a faulty run produces.
+pub fn prune_unobserved(kops: &[KeyOp]) -> Vec<KeyOp> {
+    let mut ops = kops.to_vec();
+    loop {
+        let observed: std::collections::HashSet<u64> = ops
+            .iter()
+            .filter_map(|o| match o.op {
+                RegOp::Read(v) => v,
+                RegOp::Cas { from, .. } => Some(from),
+                RegOp::Write(_) => None,
+            })
+            .collect();
+        let before = ops.len();
+        ops.retain(|o| match o.op {
+            RegOp::Write(v) | RegOp::Cas { to: v, .. } if o.complete.is_none() => {
+                observed.contains(&v)
+            }
+            _ => true,
+        });
+        if ops.len() == before {
+            return ops;
+        }
+    }
+}
+
 /// Checks a register history with the default budget.
 pub fn check(history: &History) -> CheckResult {
     check_with(history, Config::default())
@@ -178,6 +207,7 @@ pub fn check_with(history: &History, config: Config) -> CheckResult {
     let mut states = 0usize;
     let mut ops = 0usize;
     for (key, kops) in &keys {
+        let kops = &prune_unobserved(kops);
         ops += kops.len();
         let out = search(kops, config.max_states);
         states += out.states();

@@ -194,6 +194,24 @@ fn info_write_cannot_appear_before_its_invocation() {
 }
 
 #[test]
+fn many_unobserved_unknown_writes_are_pruned() {
+    let mut h = H::default();
+    for p in 0..60 {
+        h.inv(p, "write", w(0, p + 1000)).info(p);
+    }
+    h.inv(100, "write", w(0, 1)).ok(100);
+    for p in 101..140 {
+        h.inv(p, "read", r(0)).ok_v(p, rv(0, Some(1)));
+    }
+    let res = check_with(&h.history(), Config { max_states: 1000 });
+    assert_eq!(res.validity, Validity::Valid, "{res:#?}");
+    // An unknown write that is observed is kept (and here it explains the read).
+    h.inv(200, "read", r(0)).ok_v(200, rv(0, Some(1005)));
+    let res = check_with(&h.history(), Config { max_states: 1000 });
+    assert_eq!(res.validity, Validity::Valid, "{res:#?}");
+}
+
+#[test]
 fn failed_write_whose_value_is_read_is_invalid() {
     let mut h = H::default();
     h.inv(0, "write", w(0, 1)).ok(0);
@@ -224,7 +242,7 @@ fn budget_exhaustion_is_unknown_not_valid() {
         h.inv(p, "write", w(0, p)).info(p);
     }
     for p in 100..110 {
-        h.inv(p, "read", r(0)).ok_v(p, rv(0, Some(p)));
+        h.inv(p, "read", r(0)).ok_v(p, rv(0, Some(p - 100)));
     }
     let res = check_with(&h.history(), Config { max_states: 50 });
     assert_eq!(res.validity, Validity::Unknown, "{res:#?}");
