@@ -36,7 +36,7 @@ use crate::workload::Ctx;
 const DIR: &str = "/jepsen/append";
 const TAG: &str = "l";
 /// Keys transactions choose from at any time.
-pub const ACTIVE_KEYS: usize = 4;
+pub const ACTIVE_KEYS: usize = 8;
 /// A key is retired once a read sees this many elements.
 pub const MAX_LEN: usize = 200;
 

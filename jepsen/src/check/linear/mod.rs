@@ -64,6 +64,8 @@ pub struct KeyOp {
     /// History index of the `ok` completion; `None` if the outcome is unknown (`info` or no
     /// completion): then the op may be linearized any time after `invoke`, or never.
     pub complete: Option<u64>,
+    /// The node that served it, when recorded.
+    pub node: Option<u32>,
 }
 
 impl KeyOp {
@@ -71,6 +73,10 @@ impl KeyOp {
         let when = match self.complete {
             Some(c) => format!("[{}, {}]", self.invoke, c),
             None => format!("[{}, ?]", self.invoke),
+        };
+        let when = match self.node {
+            Some(n) => format!("{when} on n{n}"),
+            None => when,
         };
         match self.op {
             RegOp::Read(v) => format!("read of k{key} returned {} at {when}", show(v)),
@@ -159,6 +165,7 @@ pub fn partition(history: &History) -> (BTreeMap<u32, Vec<KeyOp>>, usize) {
             op,
             invoke: inv.index,
             complete,
+            node: inv.node,
         });
     }
     (keys, malformed)
