@@ -330,14 +330,21 @@ pub fn check(history: &History) -> Vec<CheckResult> {
 mod tests {
     use super::*;
 
-    /// Runs the workload against a live cluster named by `METAD_JEPSEN_ENDPOINTS`
-    /// (comma-separated client addresses), no faults, and checks the history.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    #[ignore = "needs a running cluster"]
-    async fn live_cluster() {
-        let h = crate::workload::register::tests::live(run, finish).await;
-        let res = check(&h);
-        println!("{}", serde_json::to_string_pretty(&res).expect("json"));
-        assert!(res.iter().all(|r| r.is_valid()));
+    #[test]
+    fn lists_parse() {
+        assert_eq!(parse_list("").expect("empty"), Vec::<u64>::new());
+        assert_eq!(parse_list("3,1,2").expect("list"), vec![3, 1, 2]);
+        assert!(parse_list("1,,2").is_err());
+    }
+
+    #[test]
+    fn retiring_a_key_replaces_it_with_a_fresh_one() {
+        let keys = Keys::new();
+        keys.retire(2);
+        keys.retire(2);
+        let active = keys.active();
+        assert_eq!(active.len(), ACTIVE_KEYS);
+        assert!(!active.contains(&2));
+        assert!(active.contains(&(ACTIVE_KEYS as u64)));
     }
 }

@@ -258,73 +258,35 @@ pub fn check(history: &History) -> Vec<CheckResult> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::future::Future;
-
+mod tests {
     use super::*;
-    use crate::history::Recorder;
 
-    /// Runs `run` then `finish` against the cluster named by `METAD_JEPSEN_ENDPOINTS`
-    /// (comma-separated), for `METAD_JEPSEN_SECS` seconds (default 10), and saves the history
-    /// to `METAD_JEPSEN_HISTORY` if set.
-    pub(crate) async fn live<R, F>(run: impl Fn(Ctx) -> R, finish: impl Fn(Ctx) -> F) -> History
-    where
-        R: Future<Output = anyhow::Result<()>>,
-        F: Future<Output = anyhow::Result<()>>,
-    {
-        let endpoints: Vec<String> = std::env::var("METAD_JEPSEN_ENDPOINTS")
-            .expect("METAD_JEPSEN_ENDPOINTS")
-            .split(',')
-            .map(str::to_string)
-            .collect();
-        let secs: u64 = std::env::var("METAD_JEPSEN_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(10);
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ctx = Ctx {
-            endpoints,
-            recorder: Recorder::new(),
-            concurrency: 6,
-            deadline: tokio::time::Instant::now() + Duration::from_secs(secs),
-            seed: 7,
-            op_timeout: Duration::from_secs(5),
-            dir: dir.path().to_path_buf(),
-        };
-        run(ctx.clone()).await.expect("run");
-        finish(ctx.clone()).await.expect("finish");
-        let h = ctx.recorder.history();
-        if let Ok(p) = std::env::var("METAD_JEPSEN_HISTORY") {
-            h.save(std::path::Path::new(&p)).expect("save");
-        }
-        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-        for o in h.ops.iter().filter(|o| !o.is_invoke()) {
-            *counts.entry(format!("{} {:?}", o.f, o.kind)).or_default() += 1;
-        }
-        println!("{} entries: {counts:?}", h.ops.len());
-        h
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    #[ignore = "needs a running cluster"]
-    async fn live_cluster() {
-        let h = live(run, finish).await;
-        let res = check(&h);
-        println!("{}", serde_json::to_string_pretty(&res).expect("json"));
-        assert!(res.iter().all(|r| r.is_valid()));
-    }
-
-    /// Checks the history saved at `METAD_JEPSEN_HISTORY`.
     #[test]
-    #[ignore = "needs a saved history"]
-    fn check_saved() {
-        let p = std::env::var("METAD_JEPSEN_HISTORY").expect("METAD_JEPSEN_HISTORY");
-        let h = History::load(std::path::Path::new(&p)).expect("load");
-        let res = if h.ops.iter().any(|o| o.f == "txn") {
-            crate::workload::list_append::check(&h)
-        } else {
-            check(&h)
+    fn only_ambiguous_outcomes_are_unknown() {
+        let rpc = |code| ClientError::Rpc {
+            code,
+            message: "m".into(),
+            leader_id: None,
+            leader_addr: None,
         };
-        println!("{}", serde_json::to_string_pretty(&res).expect("json"));
+        assert!(!write_error_is_definite(&ClientError::Ambiguous {
+            message: "m".into(),
+            seq: Some(1)
+        }));
+        assert!(!write_error_is_definite(&rpc(ErrorCode::Ambiguous)));
+        assert!(!write_error_is_definite(&rpc(ErrorCode::Internal)));
+        assert!(write_error_is_definite(&rpc(ErrorCode::NotLeader)));
+        assert!(write_error_is_definite(&rpc(ErrorCode::Unavailable)));
+        assert!(write_error_is_definite(&ClientError::Transport {
+            endpoint: "e".into(),
+            message: "refused".into()
+        }));
+    }
+
+    #[test]
+    fn values_parse() {
+        assert_eq!(parse(None).expect("none"), None);
+        assert_eq!(parse(Some("42".into())).expect("42"), Some(42));
+        assert!(parse(Some("x".into())).is_err());
     }
 }
