@@ -1,0 +1,620 @@
+//! Checker `namespace`: namespace invariants against a replay of the change log. The history
+//! schema is documented in `workload::namespace`. The change log ("log-event" observations,
+//! complete up to the "log-end" revision) is replayed in revision order into a model tree
+//! ([`model::Tree`]) starting from the "ns-start" snapshot, and:
+//! - every `ok` write appears in the log at its revision with its effect and inode
+//!   ("lost-write", "wrong-revision"); two acknowledged writes never share a revision, and a
+//!   write acknowledged after another was invoked has a higher revision ("wrong-revision");
+//! - every change in the log belongs to an `ok` write at that revision or to an `info` write
+//!   with the same effect ("phantom-change"), never to a `fail`ed one ("failed-write-applied");
+//! - every `ok` read equals the model at the read's revision ("wrong-read") and that revision
+//!   is at least the revision of every operation that completed before the read was invoked
+//!   ("stale-read");
+//! - every definite refusal (NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION,
+//!   INVALID_ARGUMENT) is what the model answers at some revision of the op's real-time window
+//!   ("unjustified-refusal");
+//! - after every revision the tree has no cycle ("tree-cycle"), one object per name
+//!   ("duplicate-name") and no orphan ("orphan"); events that do not fit the model are
+//!   "invalid-log";
+//! - the final reads cover every directory of the replay's final state ("final-mismatch").
+
+pub mod model;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::{json, Value};
+
+use crate::check::{Anomaly, CheckResult, Validity};
+use crate::history::{History, Op, OpType};
+use model::{Kind, LogEvent, NsOp, Tree};
+
+const NAME: &str = "namespace";
+
+/// Codes that are definite refusals whose justification the checker verifies.
+const DEFINITE: [&str; 4] = [
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "FAILED_PRECONDITION",
+    "INVALID_ARGUMENT",
+];
+
+/// One client operation with its completion.
+#[derive(Debug)]
+struct Rec<'a> {
+    op: NsOp,
+    inv: &'a Op,
+    done: Option<&'a Op>,
+    outcome: OpType,
+    rev: Option<u64>,
+    ino: Option<u64>,
+    code: Option<String>,
+    value: Value,
+}
+
+impl Rec<'_> {
+    fn indices(&self) -> Vec<u64> {
+        let mut v = vec![self.inv.index];
+        v.extend(self.done.map(|d| d.index));
+        v
+    }
+}
+
+fn str_of(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+fn u64_of(v: &Value, k: &str) -> Option<u64> {
+    v.get(k).and_then(Value::as_u64)
+}
+
+/// Parses a workload op; `None` for anything that is not one.
+pub fn parse_op(f: &str, v: &Value) -> Option<NsOp> {
+    let p = || str_of(v, "path");
+    Some(match f {
+        "create" => NsOp::Create(p()),
+        "mkdir" => NsOp::Mkdir(p()),
+        "unlink" => NsOp::Unlink(p()),
+        "rmdir" => NsOp::Rmdir(p()),
+        "read_dir" => NsOp::ReadDir(p()),
+        "stat" => NsOp::Stat(p()),
+        "rename" => NsOp::Rename {
+            src: str_of(v, "src"),
+            dst: str_of(v, "dst"),
+            mode: str_of(v, "mode"),
+        },
+        _ => return None,
+    })
+}
+
+/// Parses a "log-event" observation value.
+pub fn parse_event(op: &Op) -> Option<LogEvent> {
+    let v = &op.value;
+    Some(LogEvent {
+        rev: u64_of(v, "rev")?,
+        kind: str_of(v, "kind"),
+        path: str_of(v, "path"),
+        old_path: str_of(v, "old_path"),
+        ino: u64_of(v, "ino").unwrap_or(0),
+        inode_kind: str_of(v, "inode_kind"),
+        detail: str_of(v, "detail"),
+        index: op.index,
+    })
+}
+
+/// The error code of a failed op: `value.code`, else the error's prefix.
+fn code_of(op: &Op) -> Option<String> {
+    if let Some(c) = op.value.get("code").and_then(Value::as_str) {
+        return Some(c.to_string());
+    }
+    let e = op.error.as_deref()?;
+    Some(e.split(':').next().unwrap_or(e).trim().to_string())
+}
+
+struct Parsed<'a> {
+    base: String,
+    start_rev: u64,
+    initial: Vec<(String, u64, Kind)>,
+    groups: BTreeMap<u64, Vec<LogEvent>>,
+    log_end: u64,
+    recs: Vec<Rec<'a>>,
+}
+
+fn parse(history: &History) -> Result<Parsed<'_>, String> {
+    let mut start = None;
+    let mut log_end = None;
+    let mut groups: BTreeMap<u64, Vec<LogEvent>> = BTreeMap::new();
+    for op in &history.ops {
+        match op.f.as_str() {
+            "ns-start" => start = Some(&op.value),
+            "log-end" => log_end = u64_of(&op.value, "rev"),
+            "log-event" => {
+                if let Some(e) = parse_event(op) {
+                    groups.entry(e.rev).or_default().push(e);
+                }
+            }
+            _ => {}
+        }
+    }
+    let start = start.ok_or("no ns-start observation: the run did not start")?;
+    let log_end = log_end.ok_or("no log-end observation: the change log was not fetched")?;
+    let base = str_of(start, "base");
+    let start_rev = u64_of(start, "rev").unwrap_or(0);
+    let mut initial = Vec::new();
+    for e in start
+        .get("entries")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(p), Some(i), Some(k)) = (
+            e.get(0).and_then(Value::as_str),
+            e.get(1).and_then(Value::as_u64),
+            e.get(2).and_then(Value::as_str).and_then(Kind::parse),
+        ) else {
+            return Err(format!("malformed ns-start entry {e}"));
+        };
+        initial.push((p.to_string(), i, k));
+    }
+    let mut recs = Vec::new();
+    for (inv, done) in history.pairs() {
+        let Some(op) = parse_op(&inv.f, &inv.value) else {
+            continue;
+        };
+        let outcome = done.map_or(OpType::Info, |d| d.kind);
+        let value = done.map_or(inv.value.clone(), |d| d.value.clone());
+        recs.push(Rec {
+            op,
+            inv,
+            done,
+            outcome,
+            rev: u64_of(&value, "rev"),
+            ino: u64_of(&value, "ino"),
+            code: done.filter(|d| d.kind == OpType::Fail).and_then(code_of),
+            value,
+        });
+    }
+    Ok(Parsed {
+        base,
+        start_rev,
+        initial,
+        groups,
+        log_end,
+        recs,
+    })
+}
+
+/// One expected or logged change: (kind, path, old path, inode kind; "" = any).
+type Item = (String, String, String, String);
+
+fn item(kind: &str, path: &str, old: &str, ik: &str) -> Item {
+    (kind.into(), path.into(), old.into(), ik.into())
+}
+
+fn group_items(g: &[LogEvent]) -> Vec<Item> {
+    let mut v: Vec<Item> = g
+        .iter()
+        .filter(|e| !matches!(e.kind.as_str(), "attr" | "tags"))
+        .map(|e| item(&e.kind, &e.path, &e.old_path, &e.inode_kind))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The possible logged effects of a write (several for a replacing rename).
+fn effects(op: &NsOp, replaced: Option<bool>) -> Vec<Vec<Item>> {
+    let one = |k: &str, p: &str, ik: &str| vec![vec![item(k, p, "", ik)]];
+    match op {
+        NsOp::Create(p) => one("created", p, "file"),
+        NsOp::Mkdir(p) => one("created", p, "dir"),
+        NsOp::Unlink(p) => one("deleted", p, ""),
+        NsOp::Rmdir(p) => one("deleted", p, "dir"),
+        NsOp::Rename { src, dst, mode } => {
+            let mv = item("renamed", dst, src, "");
+            match mode.as_str() {
+                "exchange" => vec![vec![mv, item("renamed", src, dst, "")]],
+                "no_replace" => vec![vec![mv]],
+                _ => {
+                    let with = vec![item("deleted", dst, "", ""), mv.clone()];
+                    match replaced {
+                        Some(true) => vec![with],
+                        Some(false) => vec![vec![mv]],
+                        None => vec![vec![mv], with],
+                    }
+                }
+            }
+        }
+        NsOp::ReadDir(_) | NsOp::Stat(_) => Vec::new(),
+    }
+}
+
+fn matches(expected: &[Item], got: &[Item]) -> bool {
+    let mut e = expected.to_vec();
+    e.sort();
+    e.len() == got.len()
+        && e.iter()
+            .zip(got)
+            .all(|(a, b)| a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && (a.3.is_empty() || a.3 == b.3))
+}
+
+/// The inode an `ok` write reports, as the log should show it.
+fn main_ino(op: &NsOp, g: &[LogEvent]) -> Option<u64> {
+    let (kind, path) = match op {
+        NsOp::Create(p) | NsOp::Mkdir(p) => ("created", p),
+        NsOp::Unlink(p) | NsOp::Rmdir(p) => ("deleted", p),
+        NsOp::Rename { dst, .. } => ("renamed", dst),
+        _ => return None,
+    };
+    g.iter()
+        .find(|e| e.kind == kind && &e.path == path)
+        .map(|e| e.ino)
+}
+
+fn anomaly(kind: &str, detail: String, ops: Vec<u64>) -> Anomaly {
+    Anomaly {
+        kind: kind.to_string(),
+        detail,
+        ops,
+    }
+}
+
+/// Runs the namespace checker.
+pub fn check(history: &History) -> CheckResult {
+    let p = match parse(history) {
+        Ok(p) => p,
+        Err(msg) => {
+            return CheckResult {
+                checker: NAME.into(),
+                validity: Validity::Unknown,
+                anomalies: vec![anomaly("incomplete-history", msg, vec![])],
+                stats: json!({}),
+            }
+        }
+    };
+    let mut an = Vec::new();
+    let writes: Vec<usize> = (0..p.recs.len())
+        .filter(|&i| !p.recs[i].op.is_read())
+        .collect();
+
+    // (a) acknowledged writes are in the log at their revision, with their effect.
+    let mut owner: HashMap<u64, usize> = HashMap::new();
+    for &i in &writes {
+        let r = &p.recs[i];
+        if r.outcome != OpType::Ok {
+            continue;
+        }
+        let Some(rev) = r.rev else {
+            an.push(anomaly(
+                "wrong-revision",
+                format!("{:?}: ok without a revision", r.op),
+                r.indices(),
+            ));
+            continue;
+        };
+        let replaced = r.value.get("replaced").map(|v| !v.is_null());
+        let Some(g) = p.groups.get(&rev) else {
+            an.push(anomaly(
+                "lost-write",
+                format!("{:?} acknowledged at rev {rev}, but the log has no change there (log up to {})", r.op, p.log_end),
+                r.indices(),
+            ));
+            continue;
+        };
+        let got = group_items(g);
+        if !effects(&r.op, replaced).iter().any(|e| matches(e, &got)) {
+            an.push(anomaly(
+                "wrong-revision",
+                format!(
+                    "{:?} acknowledged at rev {rev}, but the log has {got:?} there",
+                    r.op
+                ),
+                r.indices(),
+            ));
+        } else if r.ino.is_some() && main_ino(&r.op, g) != r.ino {
+            an.push(anomaly(
+                "wrong-revision",
+                format!(
+                    "{:?} at rev {rev} reported inode {:?}, the log has {:?}",
+                    r.op,
+                    r.ino,
+                    main_ino(&r.op, g)
+                ),
+                r.indices(),
+            ));
+        } else if let Some(&other) = owner.get(&rev) {
+            let mut ops = r.indices();
+            ops.extend(p.recs[other].indices());
+            an.push(anomaly(
+                "wrong-revision",
+                format!("two acknowledged writes at rev {rev}"),
+                ops,
+            ));
+        } else {
+            owner.insert(rev, i);
+        }
+    }
+
+    // (b), (c) every other change belongs to an info write, never to a failed one.
+    let mut used: HashSet<usize> = HashSet::new();
+    for (&rev, g) in &p.groups {
+        if rev <= p.start_rev || owner.contains_key(&rev) {
+            continue;
+        }
+        let got = group_items(g);
+        if got.is_empty() {
+            continue; // attribute-only changes are not the workload's
+        }
+        let candidates = |kind: OpType| {
+            writes.iter().copied().find(|&i| {
+                let r = &p.recs[i];
+                r.outcome == kind
+                    && !used.contains(&i)
+                    && effects(&r.op, None).iter().any(|e| matches(e, &got))
+            })
+        };
+        let evs: Vec<u64> = g.iter().map(|e| e.index).collect();
+        if let Some(i) = candidates(OpType::Info) {
+            used.insert(i);
+        } else if let Some(i) = candidates(OpType::Fail) {
+            let mut ops = p.recs[i].indices();
+            ops.extend(evs);
+            an.push(anomaly(
+                "failed-write-applied",
+                format!(
+                    "{:?} failed ({:?}) but the log applies it at rev {rev}",
+                    p.recs[i].op, p.recs[i].code
+                ),
+                ops,
+            ));
+        } else {
+            an.push(anomaly(
+                "phantom-change",
+                format!("rev {rev}: {got:?} belongs to no invoked operation"),
+                evs,
+            ));
+        }
+    }
+
+    // (d), (e) real-time bounds: revisions seen before an op was invoked / after it ended.
+    let mut order: Vec<(u64, bool, usize)> = Vec::new();
+    for (i, r) in p.recs.iter().enumerate() {
+        order.push((r.inv.index, true, i));
+        if let Some(d) = r.done {
+            order.push((d.index, false, i));
+        }
+    }
+    order.sort();
+    let mut lo = vec![p.start_rev; p.recs.len()];
+    let mut max_rev = p.start_rev;
+    for &(_, is_inv, i) in &order {
+        let r = &p.recs[i];
+        if is_inv {
+            lo[i] = max_rev;
+        } else if r.outcome == OpType::Ok {
+            max_rev = max_rev.max(r.rev.unwrap_or(0));
+        }
+    }
+    // ok ops by invocation index, with the suffix minimum of their revisions.
+    let mut oks: Vec<(u64, u64)> = p
+        .recs
+        .iter()
+        .filter(|r| r.outcome == OpType::Ok)
+        .filter_map(|r| r.rev.map(|v| (r.inv.index, v)))
+        .collect();
+    oks.sort();
+    let mut suffix_min = vec![u64::MAX; oks.len() + 1];
+    for k in (0..oks.len()).rev() {
+        suffix_min[k] = suffix_min[k + 1].min(oks[k].1);
+    }
+
+    let revs: Vec<u64> = p
+        .groups
+        .keys()
+        .copied()
+        .filter(|&r| r > p.start_rev)
+        .collect();
+    let epoch = |r: u64| revs.partition_point(|&g| g <= r);
+    let n = revs.len();
+    let mut reads_at: Vec<Vec<usize>> = vec![Vec::new(); n + 1];
+    let mut refusals_from: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n + 1];
+    let (mut reads, mut refusals) = (0u64, 0u64);
+    for (i, r) in p.recs.iter().enumerate() {
+        match (r.outcome, r.rev) {
+            (OpType::Ok, Some(rev)) if r.op.is_read() => {
+                if rev < lo[i] {
+                    an.push(anomaly(
+                        "stale-read",
+                        format!(
+                            "{:?} read rev {rev}, but rev {} was acknowledged before it began",
+                            r.op, lo[i]
+                        ),
+                        r.indices(),
+                    ));
+                }
+                if rev > p.log_end {
+                    an.push(anomaly(
+                        "stale-read",
+                        format!(
+                            "{:?} read rev {rev}, beyond the final revision {}",
+                            r.op, p.log_end
+                        ),
+                        r.indices(),
+                    ));
+                } else if rev >= p.start_rev {
+                    reads_at[epoch(rev)].push(i);
+                    reads += 1;
+                }
+            }
+            (OpType::Ok, Some(rev)) if rev <= lo[i] => an.push(anomaly(
+                "wrong-revision",
+                format!(
+                    "{:?} committed at rev {rev}, not after rev {} acknowledged before it began",
+                    r.op, lo[i]
+                ),
+                r.indices(),
+            )),
+            (OpType::Fail, _) if r.code.as_deref().is_some_and(|c| DEFINITE.contains(&c)) => {
+                let c = r.done.map_or(u64::MAX, |d| d.index);
+                let k = oks.partition_point(|&(inv, _)| inv <= c);
+                let hi = suffix_min[k].min(p.log_end);
+                let (s, e) = (epoch(lo[i]), epoch(hi).max(epoch(lo[i])));
+                refusals_from[s].push((i, e));
+                refusals += 1;
+            }
+            _ => {}
+        }
+    }
+
+    let mut tree = Tree::new(&p.base);
+    let mut initial = p.initial.clone();
+    initial.sort_by_key(|(path, _, _)| path.matches('/').count());
+    for (path, ino, kind) in &initial {
+        let res = match tree
+            .components(path)
+            .and_then(|c| c.split_last().map(|(n, d)| (n.to_string(), d.join("/"))))
+        {
+            Some((name, dir)) => {
+                let parent = if dir.is_empty() {
+                    Ok(Some(model::ROOT))
+                } else {
+                    tree.resolve(&format!("{}/{dir}", p.base))
+                };
+                match parent {
+                    Ok(Some(par)) => tree.insert(par, &name, *ino, *kind),
+                    _ => Err(("invalid-log", format!("initial entry {path} has no parent"))),
+                }
+            }
+            None => Err((
+                "invalid-log",
+                format!("initial entry {path} is outside {}", p.base),
+            )),
+        };
+        if let Err((k, d)) = res {
+            an.push(anomaly(k, d, vec![]));
+        }
+    }
+
+    let mut active: Vec<(usize, usize)> = Vec::new();
+    for k in 0..=n {
+        if k > 0 {
+            let g = &p.groups[&revs[k - 1]];
+            if let Err((kind, d)) = tree.apply(g) {
+                an.push(anomaly(kind, d, g.iter().map(|e| e.index).collect()));
+            }
+        }
+        for &i in &reads_at[k] {
+            if let Some(d) = read_mismatch(&tree, &p.recs[i]) {
+                an.push(anomaly("wrong-read", d, p.recs[i].indices()));
+            }
+        }
+        active.extend(refusals_from[k].iter().copied());
+        active.retain(|&(i, end)| {
+            let r = &p.recs[i];
+            if tree.refusal(&r.op) == r.code.as_deref() {
+                return false;
+            }
+            if end <= k {
+                an.push(anomaly(
+                    "unjustified-refusal",
+                    format!("{:?} refused with {:?}, but no state in its window (revs {}..) refuses it that way", r.op, r.code, lo[i]),
+                    r.indices(),
+                ));
+                return false;
+            }
+            true
+        });
+    }
+
+    // (f) the final reads cover the final tree.
+    let finals: HashSet<&str> = p
+        .recs
+        .iter()
+        .filter(|r| r.outcome == OpType::Ok && r.value.get("final") == Some(&Value::Bool(true)))
+        .filter_map(|r| match &r.op {
+            NsOp::ReadDir(d) => Some(d.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !finals.is_empty() {
+        for d in tree.dirs() {
+            if !finals.contains(d.as_str()) {
+                an.push(anomaly(
+                    "final-mismatch",
+                    format!(
+                        "directory {d} exists after the replay but the final read did not find it"
+                    ),
+                    vec![],
+                ));
+            }
+        }
+    }
+
+    let stats = json!({
+        "ops": p.recs.len(),
+        "writes": writes.len(),
+        "log_revisions": n,
+        "start_rev": p.start_rev,
+        "log_end": p.log_end,
+        "reads_checked": reads,
+        "refusals_checked": refusals,
+        "info_writes_applied": used.len(),
+        "final_reads": finals.len(),
+        "final_objects": tree.entries().len(),
+    });
+    CheckResult::from_anomalies(NAME, an, stats)
+}
+
+/// How an `ok` read differs from the model, if it does.
+fn read_mismatch(tree: &Tree, r: &Rec) -> Option<String> {
+    let rev = r.rev.unwrap_or(0);
+    match &r.op {
+        NsOp::ReadDir(path) => {
+            let got: Vec<(String, u64, String)> = r
+                .value
+                .get("entries")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    (
+                        e.get(0).and_then(Value::as_str).unwrap_or("").to_string(),
+                        e.get(1).and_then(Value::as_u64).unwrap_or(0),
+                        e.get(2).and_then(Value::as_str).unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            match tree.list(path) {
+                Ok(want) => {
+                    let want: Vec<(String, u64, String)> = want
+                        .into_iter()
+                        .map(|(n, i, k)| (n, i, k.as_str().to_string()))
+                        .collect();
+                    (want != got).then(|| {
+                        format!("read_dir {path} at rev {rev} returned {got:?}, the replay has {want:?}")
+                    })
+                }
+                Err(c) => Some(format!(
+                    "read_dir {path} at rev {rev} returned {got:?}, the replay says {c}"
+                )),
+            }
+        }
+        NsOp::Stat(path) => {
+            let got = (r.ino, str_of(&r.value, "kind"));
+            match tree.resolve(path) {
+                Ok(Some(i)) => {
+                    let want = (Some(i), tree.kind(i).map_or("", Kind::as_str).to_string());
+                    (want != got).then(|| {
+                        format!(
+                            "stat {path} at rev {rev} returned {got:?}, the replay has {want:?}"
+                        )
+                    })
+                }
+                other => Some(format!(
+                    "stat {path} at rev {rev} returned {got:?}, the replay has {other:?}"
+                )),
+            }
+        }
+        _ => None,
+    }
+}
