@@ -472,3 +472,60 @@ pub async fn finish(ctx: Ctx) -> anyhow::Result<()> {
 pub fn check(history: &History) -> Vec<CheckResult> {
     vec![crate::check::watch::check(history)]
 }
+
+/// Drives a workload against a running cluster: `METAD_JEPSEN_ENDPOINTS` (comma-separated
+/// client addresses, node 1 first) and `METAD_JEPSEN_SECS` (main phase length, default 10).
+/// Used by the ignored `live_*` tests until the harness runs the workloads itself.
+#[cfg(test)]
+pub(crate) async fn drive_live(w: crate::workload::Workload) -> History {
+    let endpoints: Vec<String> = std::env::var("METAD_JEPSEN_ENDPOINTS")
+        .expect("set METAD_JEPSEN_ENDPOINTS")
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let secs: u64 = std::env::var("METAD_JEPSEN_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let dir = std::env::temp_dir();
+    let ctx = Ctx {
+        endpoints,
+        recorder: Recorder::new(),
+        concurrency: 5,
+        deadline: Instant::now() + Duration::from_secs(secs),
+        seed: 42,
+        op_timeout: Duration::from_secs(5),
+        dir: dir.clone(),
+    };
+    w.run(ctx.clone()).await.expect("run");
+    w.finish(ctx.clone()).await.expect("finish");
+    let h = ctx.recorder.history();
+    h.save(&dir.join(format!("{}-history.jsonl", w.name())))
+        .expect("save");
+    h
+}
+
+#[cfg(test)]
+mod live {
+    use crate::workload::Workload;
+
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore = "needs a cluster in METAD_JEPSEN_ENDPOINTS"]
+    async fn live_watch() {
+        let h = super::drive_live(Workload::Watch).await;
+        for r in Workload::Watch.check(&h) {
+            println!("{}", serde_json::to_string_pretty(&r).expect("json"));
+            assert!(r.is_valid(), "{:?}", r.anomalies);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore = "needs a cluster in METAD_JEPSEN_ENDPOINTS"]
+    async fn live_namespace() {
+        let h = super::drive_live(Workload::Namespace).await;
+        for r in Workload::Namespace.check(&h) {
+            println!("{}", serde_json::to_string_pretty(&r).expect("json"));
+            assert!(r.is_valid(), "{:?}", r.anomalies);
+        }
+    }
+}
