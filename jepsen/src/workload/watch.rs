@@ -101,7 +101,8 @@ pub(crate) fn definite_code(e: &ClientError) -> Option<&'static str> {
     }
 }
 
-/// Retries `f` until it succeeds or `deadline` passes (setup and final reads).
+/// Retries `f` until it succeeds, fails definitely (see [`definite_code`]) or `deadline`
+/// passes (setup and final reads).
 pub(crate) async fn retry<T, F, Fut>(deadline: Instant, what: &str, mut f: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
@@ -110,6 +111,9 @@ where
     loop {
         let err = match tokio::time::timeout_at(deadline, f()).await {
             Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if definite_code(&e).is_some() => {
+                return Err(e).with_context(|| what.to_string())
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_string(),
         };
