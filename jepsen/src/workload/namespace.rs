@@ -39,8 +39,8 @@ const DIRS: u32 = 3;
 const NAMES: u32 = 8;
 const CATCH_UP: Duration = Duration::from_secs(60);
 
-/// Extra arguments every metad node needs: none (the default watch retention of 100 000
-/// revisions covers a run; metad has no flag for `watch_history_revisions`).
+/// Extra arguments every metad node needs: none beyond the runner's
+/// `--watch-history-revisions=10000000`, which keeps the change log for `finish`.
 pub fn node_args() -> Vec<String> {
     Vec::new()
 }

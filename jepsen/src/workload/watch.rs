@@ -42,13 +42,14 @@ use crate::workload::Ctx;
 pub const PREFIX: &str = "/jepsen/watch";
 /// Written to but not watched ("/jepsen/watch-other" is not below "/jepsen/watch").
 pub const OTHER: &str = "/jepsen/watch-other";
-/// metad's default `watch_history_revisions` (there is no node flag to raise it).
-pub const RETENTION: u64 = 100_000;
+/// The nodes' `watch_history_revisions`: the runner starts every node with
+/// `--watch-history-revisions=10000000` (so `node_args` must not repeat it).
+pub const RETENTION: u64 = 10_000_000;
 /// How long `finish` waits for watchers and the log to catch up.
 const CATCH_UP: Duration = Duration::from_secs(60);
 
-/// Extra arguments every metad node needs: none (the default retention of 100 000 revisions
-/// covers a run; metad has no flag for `watch_history_revisions`).
+/// Extra arguments every metad node needs: none beyond the runner's
+/// `--watch-history-revisions=10000000` (see [`RETENTION`]).
 pub fn node_args() -> Vec<String> {
     Vec::new()
 }
