@@ -335,47 +335,6 @@ pub fn check(history: &History) -> CheckResult {
         }
     }
 
-    // (b), (c) every other change belongs to an info write, never to a failed one.
-    let mut used: HashSet<usize> = HashSet::new();
-    for (&rev, g) in &p.groups {
-        if rev <= p.start_rev || owner.contains_key(&rev) {
-            continue;
-        }
-        let got = group_items(g);
-        if got.is_empty() {
-            continue; // attribute-only changes are not the workload's
-        }
-        let candidates = |kind: OpType| {
-            writes.iter().copied().find(|&i| {
-                let r = &p.recs[i];
-                r.outcome == kind
-                    && !used.contains(&i)
-                    && effects(&r.op, None).iter().any(|e| matches(e, &got))
-            })
-        };
-        let evs: Vec<u64> = g.iter().map(|e| e.index).collect();
-        if let Some(i) = candidates(OpType::Info) {
-            used.insert(i);
-        } else if let Some(i) = candidates(OpType::Fail) {
-            let mut ops = p.recs[i].indices();
-            ops.extend(evs);
-            an.push(anomaly(
-                "failed-write-applied",
-                format!(
-                    "{:?} failed ({:?}) but the log applies it at rev {rev}",
-                    p.recs[i].op, p.recs[i].code
-                ),
-                ops,
-            ));
-        } else {
-            an.push(anomaly(
-                "phantom-change",
-                format!("rev {rev}: {got:?} belongs to no invoked operation"),
-                evs,
-            ));
-        }
-    }
-
     // (d), (e) real-time bounds: revisions seen before an op was invoked / after it ended.
     let mut order: Vec<(u64, bool, usize)> = Vec::new();
     for (i, r) in p.recs.iter().enumerate() {
@@ -406,6 +365,49 @@ pub fn check(history: &History) -> CheckResult {
     let mut suffix_min = vec![u64::MAX; oks.len() + 1];
     for k in (0..oks.len()).rev() {
         suffix_min[k] = suffix_min[k + 1].min(oks[k].1);
+    }
+
+    // (b), (c) every other change belongs to an info write invoked before any revision >= its
+    // own was acknowledged, never to a failed one.
+    let mut used: HashSet<usize> = HashSet::new();
+    for (&rev, g) in &p.groups {
+        if rev <= p.start_rev || owner.contains_key(&rev) {
+            continue;
+        }
+        let got = group_items(g);
+        if got.is_empty() {
+            continue; // attribute-only changes are not the workload's
+        }
+        let candidates = |kind: OpType| {
+            writes.iter().copied().find(|&i| {
+                let r = &p.recs[i];
+                r.outcome == kind
+                    && lo[i] < rev
+                    && !used.contains(&i)
+                    && effects(&r.op, None).iter().any(|e| matches(e, &got))
+            })
+        };
+        let evs: Vec<u64> = g.iter().map(|e| e.index).collect();
+        if let Some(i) = candidates(OpType::Info) {
+            used.insert(i);
+        } else if let Some(i) = candidates(OpType::Fail) {
+            let mut ops = p.recs[i].indices();
+            ops.extend(evs);
+            an.push(anomaly(
+                "failed-write-applied",
+                format!(
+                    "{:?} failed ({:?}) but the log applies it at rev {rev}",
+                    p.recs[i].op, p.recs[i].code
+                ),
+                ops,
+            ));
+        } else {
+            an.push(anomaly(
+                "phantom-change",
+                format!("rev {rev}: {got:?} belongs to no invoked operation"),
+                evs,
+            ));
+        }
     }
 
     let revs: Vec<u64> = p

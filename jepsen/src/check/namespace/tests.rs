@@ -521,3 +521,22 @@ fn model_refusals_follow_metad_rules() {
     assert_eq!(r(rename("/b/d/f", "/b/d/e", "exchange")), None);
     assert_eq!(r(NsOp::ReadDir(s("/b/d/f"))), Some("FAILED_PRECONDITION"));
 }
+
+#[test]
+fn info_write_cannot_explain_an_earlier_change() {
+    let mut h = H::default();
+    h.start();
+    h.op(
+        OpType::Ok,
+        "mkdir",
+        json!({"path": "/b/d0/y"}),
+        json!({"rev": 7, "ino": 12}),
+    );
+    // Invoked after rev 7 was acknowledged: it cannot be the change at rev 6.
+    let p = h.invoke("create", json!({"path": "/b/d0/x"}));
+    h.complete(p, OpType::Info, "create", json!({"path": "/b/d0/x"}));
+    h.ev(6, "created", "/b/d0/x", "", 11, "file");
+    h.ev(7, "created", "/b/d0/y", "", 12, "dir");
+    h.obs("log-end", json!({"rev": 7}));
+    assert_eq!(kinds(&h), vec!["phantom-change"]);
+}
