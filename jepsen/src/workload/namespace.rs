@@ -51,7 +51,7 @@ fn random_path(rng: &mut StdRng) -> String {
     let n = rng.gen_range(0..NAMES);
     match rng.gen_range(0..30) {
         0 => format!("{BASE}/d{d}"),
-        1..=5 => format!("{BASE}/d{d}/n{n}/n{}", rng.gen_range(0..3)),
+        1..=3 => format!("{BASE}/d{d}/n{n}/n{}", rng.gen_range(0..3)),
         _ => format!("{BASE}/d{d}/n{n}"),
     }
 }
@@ -60,9 +60,9 @@ fn random_op(rng: &mut StdRng) -> (&'static str, Value) {
     let roll = rng.gen_range(0..100);
     let p = random_path(rng);
     match roll {
-        0..=19 => ("create", json!({ "path": p })),
-        20..=31 => ("mkdir", json!({ "path": p })),
-        32..=51 => {
+        0..=13 => ("create", json!({ "path": p })),
+        14..=21 => ("mkdir", json!({ "path": p })),
+        22..=41 => {
             let mut dst = random_path(rng);
             while dst == p {
                 dst = random_path(rng);
@@ -74,9 +74,9 @@ fn random_op(rng: &mut StdRng) -> (&'static str, Value) {
             };
             ("rename", json!({"src": p, "dst": dst, "mode": mode}))
         }
-        52..=63 => ("unlink", json!({ "path": p })),
-        64..=71 => ("rmdir", json!({ "path": p })),
-        72..=85 => {
+        42..=57 => ("unlink", json!({ "path": p })),
+        58..=69 => ("rmdir", json!({ "path": p })),
+        70..=84 => {
             let dir = match rng.gen_range(0..4) {
                 0 => BASE.to_string(),
                 1 => format!("{BASE}/d{}", rng.gen_range(0..DIRS)),
