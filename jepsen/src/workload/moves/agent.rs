@@ -259,15 +259,17 @@ impl Agent {
         }
     }
 
-    /// Stops renewing the lease, sleeps past its TTL, then commits every claimed task with
-    /// the now-stale token — after waiting (up to 3 s) to see it claimed by another agent.
+    /// Stops renewing the lease and sleeps for its TTL; then, until well past the TTL,
+    /// watches the claimed moves and commits each with the now-stale token as soon as it is
+    /// seen claimed by another agent (the most dangerous moment), or finished; whatever is
+    /// left is committed at the end.
     async fn pause_and_commit_stale(
         &mut self,
         lease: u64,
         tasks: &[pb::MoveTask],
         stop: &Option<watch::Receiver<bool>>,
     ) {
-        let ms = TTL_MS + self.rng.gen_range(300..1500);
+        let ms = TTL_MS + self.rng.gen_range(1000..3000);
         let ids: Vec<u64> = tasks.iter().map(|t| t.move_id).collect();
         self.p.rec.observe(
             self.p.id,
@@ -275,13 +277,15 @@ impl Agent {
             json!({"agent": self.name, "lease": lease, "ms": ms, "moves": ids}),
             None,
         );
+        let until = Instant::now() + Duration::from_millis(ms);
         if let Some((_, keeper)) = self.lease.take() {
             keeper.stop().await;
         }
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        for t in tasks {
-            let until = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < until && !self.over(stop) {
+        tokio::time::sleep(Duration::from_millis(TTL_MS)).await;
+        let mut left: Vec<&pb::MoveTask> = tasks.iter().collect();
+        while !left.is_empty() && Instant::now() < until && !self.over(stop) {
+            let mut still = Vec::new();
+            for t in left {
                 let m = limited(
                     self.limit(),
                     self.client.get_move(t.move_id, ReadOptions::serializable()),
@@ -289,13 +293,17 @@ impl Agent {
                 .await;
                 let seen = m.ok().and_then(|r| r.r#move);
                 match seen.map(|m| (move_state(m.state), m.token)) {
-                    Some(("claimed" | "copying", tok)) if tok != t.token => break,
-                    Some(("pending" | "claimed" | "copying", _)) => {}
-                    Some(_) => break,
-                    None => {}
+                    Some(("claimed" | "copying", tok)) if tok != t.token => {
+                        self.commit(lease, t, true).await
+                    }
+                    Some(("pending" | "claimed" | "copying", _)) | None => still.push(t),
+                    Some(_) => self.commit(lease, t, true).await,
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            left = still;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for t in left {
             self.commit(lease, t, true).await;
         }
     }

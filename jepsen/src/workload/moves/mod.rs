@@ -9,8 +9,9 @@
 //! generation they were given and report releases; one agent per silo sometimes pauses past
 //! its lease while holding claims and then commits with its stale token (after waiting to
 //! see the move claimed by someone else, when it can). Readers locate random files on random
-//! nodes (linearizable). `finish` runs non-pausing agents until no move is active (or a
-//! timeout), then records a linearizable locate of every file and the list of every move.
+//! nodes (linearizable). `finish` ([`finals`]) runs non-pausing agents until the moves have
+//! drained (or a timeout), then records a linearizable locate of every file, the list of
+//! every move and the instances of every silo.
 //!
 //! History schema (`f`: invocation `value` → what the `ok` completion adds):
 //! - `import`: `{silo, paths}` → same (setup; retried until ok).
@@ -26,20 +27,23 @@
 //! - `pause` (observation, `ok` without invocation): `{agent, lease, ms, moves}`.
 //! - `locate`: `{path, final}` → `found`, `gen`, `instances: [{silo, state}]` (a file that
 //!   does not exist is `ok` with `found: false`).
-//! - `final-moves`: `{final: true, page}` → `moves: [{id, path, target, mode, state, token}]`
-//!   (one op per page of `ListMoves`, linearizable, after the cluster is healed).
+//! - `final-moves`: `{final: true}` → `moves: [{id, path, target, mode, state, token}]`
+//!   (every page of `ListMoves`, linearizable, after the cluster is healed).
+//! - `final-instances`: `{silo, final: true}` → `instances: [{path, state, gen}]` (read after
+//!   `final-moves`, with every agent stopped).
 //!
 //! Writes whose outcome is unknown (ambiguous, timeout, internal) are `info`; the worker goes
 //! on under a fresh process, and retries a claim or commit with the same `seq` so that the
 //! retry returns the first outcome.
 
 mod agent;
+mod finals;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use metad_client::SiloSpec;
-use metad_client::{pb, Client, ClientError, ErrorCode, MoveFilter, MoveSpec, ReadOptions};
+use metad_client::{pb, Client, ClientError, ErrorCode, MoveSpec, ReadOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -72,7 +76,7 @@ fn file(i: usize) -> String {
     format!("{DIR}/f{i}")
 }
 
-fn files() -> Vec<String> {
+pub(crate) fn files() -> Vec<String> {
     (0..FILES).map(file).collect()
 }
 
@@ -106,41 +110,7 @@ pub async fn run(ctx: Ctx) -> anyhow::Result<()> {
 
 /// After healing: drain the moves, then a final locate of every file and list of every move.
 pub async fn finish(ctx: Ctx) -> anyhow::Result<()> {
-    let client = ctx.client().await?;
-    let drain_until = tokio::time::Instant::now() + DRAIN;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut agents = tokio::task::JoinSet::new();
-    for (i, (silo, _)) in SILOS.into_iter().enumerate() {
-        let mut a = agent::Agent::new(&ctx, silo, 9, false, ctx.seed ^ (i as u64 + 77)).await?;
-        a.deadline = drain_until;
-        let stop = stop_rx.clone();
-        agents.spawn(async move { a.run_until(Some(stop)).await });
-    }
-    // Poll until no move is active, or the drain time is up.
-    loop {
-        let active = client
-            .list_moves(
-                MoveFilter {
-                    active_only: true,
-                    ..Default::default()
-                },
-                "",
-                1,
-                ReadOptions::linearizable(),
-            )
-            .await;
-        if matches!(&active, Ok(r) if r.moves.is_empty())
-            || tokio::time::Instant::now() >= drain_until
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let _ = stop_tx.send(true);
-    while let Some(r) = agents.join_next().await {
-        r??;
-    }
-    final_reads(&ctx, &client).await
+    finals::finish(ctx).await
 }
 
 /// The checkers that judge this workload's history.
@@ -319,7 +289,7 @@ async fn reader(ctx: Ctx, c: Client, seed: u64) -> anyhow::Result<()> {
 }
 
 /// One recorded locate of `path` (on endpoint `node`, or following the leader). True if ok.
-async fn locate(
+pub(crate) async fn locate(
     ctx: &Ctx,
     c: &Client,
     p: &mut Proc,
@@ -369,68 +339,6 @@ async fn locate(
     }
 }
 
-/// The final reads: every file, then every move, each retried until it answers.
-async fn final_reads(ctx: &Ctx, c: &Client) -> anyhow::Result<()> {
-    let mut p = Proc::new(&ctx.recorder);
-    let tries = 10;
-    for path in files() {
-        for _ in 0..tries {
-            if locate(ctx, c, &mut p, &path, None, true).await {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
-    let limit = ctx.op_timeout + Duration::from_secs(2);
-    let mut cursor = String::new();
-    let mut page = 0u32;
-    let mut failures = 0;
-    loop {
-        let mut value = json!({"final": true, "page": page});
-        let op = ctx
-            .recorder
-            .invoke(p.id, "final-moves", value.clone(), None);
-        let r = limited(
-            limit,
-            c.list_moves(
-                MoveFilter::default(),
-                &cursor,
-                1000,
-                ReadOptions::linearizable(),
-            ),
-        )
-        .await;
-        match r {
-            Ok(r) => {
-                let moves: Vec<Value> = r
-                    .moves
-                    .iter()
-                    .map(|m| {
-                        json!({"id": m.id, "path": m.path, "target": m.target_silo,
-                        "mode": mode_name(pb::MoveMode::try_from(m.mode).unwrap_or_default()),
-                        "state": move_state(m.state), "token": m.token})
-                    })
-                    .collect();
-                value["moves"] = json!(moves);
-                ctx.recorder.ok(op, value);
-                if r.next_cursor.is_empty() {
-                    return Ok(());
-                }
-                cursor = r.next_cursor;
-                page += 1;
-            }
-            Err(e) => {
-                ctx.recorder.fail(op, &e);
-                failures += 1;
-                if failures >= tries {
-                    anyhow::bail!("final list of moves: {e}");
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
-    }
-}
-
 pub(crate) fn mode_name(m: pb::MoveMode) -> &'static str {
     match m {
         pb::MoveMode::Copy => "copy",
@@ -452,12 +360,56 @@ pub(crate) fn move_state(s: i32) -> &'static str {
     }
 }
 
-fn instance_state(s: i32) -> &'static str {
+pub(crate) fn instance_state(s: i32) -> &'static str {
     match pb::InstanceState::try_from(s).unwrap_or_default() {
         pb::InstanceState::Valid => "valid",
         pb::InstanceState::Filling => "filling",
         pb::InstanceState::Stale => "stale",
         pb::InstanceState::Releasing => "releasing",
         pb::InstanceState::Unspecified => "unspecified",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the workload against a running cluster whose client endpoints are in
+    /// `METAD_JEPSEN_ENDPOINTS` (comma-separated), for `METAD_JEPSEN_SECS` (default 20) s,
+    /// and checks the history; writes it to `METAD_JEPSEN_OUT` if set. For manual runs
+    /// before the harness exists: `cargo test -p metad-jepsen --lib moves_against_a_cluster
+    /// -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "needs a running cluster"]
+    async fn moves_against_a_cluster() {
+        let endpoints: Vec<String> = std::env::var("METAD_JEPSEN_ENDPOINTS")
+            .expect("METAD_JEPSEN_ENDPOINTS")
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        let secs: u64 = std::env::var("METAD_JEPSEN_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20);
+        let ctx = Ctx {
+            endpoints,
+            recorder: Recorder::new(),
+            concurrency: 4,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(secs),
+            seed: 42,
+            op_timeout: Duration::from_secs(5),
+            dir: std::env::temp_dir(),
+        };
+        run(ctx.clone()).await.expect("run");
+        finish(ctx.clone()).await.expect("finish");
+        let h = ctx.recorder.history();
+        if let Ok(out) = std::env::var("METAD_JEPSEN_OUT") {
+            h.save(std::path::Path::new(&out)).expect("save");
+        }
+        let results = check(&h);
+        for r in &results {
+            println!("{}", serde_json::to_string_pretty(r).expect("json"));
+        }
+        assert!(results.iter().all(CheckResult::is_valid));
     }
 }
