@@ -19,8 +19,9 @@
 //!   the file that committed and are not known to have committed before it), or whose target
 //!   is not valid although no other mode-move of the file could have retired it since.
 //! - `stuck-releasing` (liveness): a move still `releasing` at the end although no instance
-//!   of its file is `releasing` any more (final `final-instances` reads, taken after the final
-//!   list of moves and after the agents stopped): nothing can ever finish it.
+//!   of its file is `releasing` in the final `final-instances` listings (taken with every
+//!   agent stopped, one before and one after the final list of moves, so a late write
+//!   applied in between cannot fake it): nothing can ever finish it.
 //!
 //! Only `ok` completions are evidence of success; `info` may or may not have happened.
 

@@ -136,7 +136,8 @@ where
         .map_err(|e| e.context(format!("final read {f} {value}")))
 }
 
-/// The final reads, in this order: every file, every move, every silo's instances.
+/// The final reads, in this order: every file, every silo's instances, every move, every
+/// silo's instances again.
 async fn final_reads(ctx: &Ctx, c: &Client) -> anyhow::Result<()> {
     let mut p = Proc::new(&ctx.recorder);
     for path in files() {
@@ -147,6 +148,9 @@ async fn final_reads(ctx: &Ctx, c: &Client) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+    // Instances are listed before and after the moves, so that a late write applied in
+    // between cannot make a move look stuck (the checker needs both listings to agree).
+    final_instances(ctx, c, &p, 0).await?;
     let limit = ctx.op_timeout + Duration::from_secs(2);
     record_read(ctx, &p, "final-moves", json!({"final": true}), || async {
         let moves: Vec<Value> = all_moves(c, limit, false)
@@ -161,9 +165,15 @@ async fn final_reads(ctx: &Ctx, c: &Client) -> anyhow::Result<()> {
         Ok(("moves", json!(moves)))
     })
     .await?;
+    final_instances(ctx, c, &p, 1).await
+}
+
+/// Round `round` of the listing of every silo's instances.
+async fn final_instances(ctx: &Ctx, c: &Client, p: &Proc, round: u32) -> anyhow::Result<()> {
+    let limit = ctx.op_timeout + Duration::from_secs(2);
     for (silo, _) in SILOS {
-        let value = json!({"silo": silo, "final": true});
-        record_read(ctx, &p, "final-instances", value, || async {
+        let value = json!({"silo": silo, "final": true, "round": round});
+        record_read(ctx, p, "final-instances", value, || async {
             let is: Vec<Value> = all_instances(c, limit, silo)
                 .await?
                 .iter()

@@ -29,8 +29,8 @@
 //!   does not exist is `ok` with `found: false`).
 //! - `final-moves`: `{final: true}` → `moves: [{id, path, target, mode, state, token}]`
 //!   (every page of `ListMoves`, linearizable, after the cluster is healed).
-//! - `final-instances`: `{silo, final: true}` → `instances: [{path, state, gen}]` (read after
-//!   `final-moves`, with every agent stopped).
+//! - `final-instances`: `{silo, final: true, round}` → `instances: [{path, state, gen}]`
+//!   (round 0 just before `final-moves`, round 1 just after, with every agent stopped).
 //!
 //! Writes whose outcome is unknown (ambiguous, timeout, internal) are `info`; the worker goes
 //! on under a fresh process, and retries a claim or commit with the same `seq` so that the
