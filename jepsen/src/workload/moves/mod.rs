@@ -378,10 +378,19 @@ mod tests {
     /// `METAD_JEPSEN_ENDPOINTS` (comma-separated), for `METAD_JEPSEN_SECS` (default 20) s,
     /// and checks the history; writes it to `METAD_JEPSEN_OUT` if set. For manual runs
     /// before the harness exists: `cargo test -p metad-jepsen --lib moves_against_a_cluster
-    /// -- --ignored --nocapture`.
+    /// -- --ignored --nocapture`. With `METAD_JEPSEN_HISTORY` set, only checks that file.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     #[ignore = "needs a running cluster"]
     async fn moves_against_a_cluster() {
+        if let Ok(path) = std::env::var("METAD_JEPSEN_HISTORY") {
+            let h = History::load(std::path::Path::new(&path)).expect("load");
+            let results = check(&h);
+            for r in &results {
+                println!("{}", serde_json::to_string_pretty(r).expect("json"));
+            }
+            assert!(results.iter().all(CheckResult::is_valid));
+            return;
+        }
         let endpoints: Vec<String> = std::env::var("METAD_JEPSEN_ENDPOINTS")
             .expect("METAD_JEPSEN_ENDPOINTS")
             .split(',')
