@@ -8,5 +8,9 @@
 //! (fault schedules), `report` (results folder: verdict, plots, summary), `runner` (one run).
 
 pub mod check;
+pub mod control;
 pub mod history;
+pub mod nemesis;
+pub mod report;
+pub mod runner;
 pub mod workload;

@@ -92,6 +92,9 @@ struct NodeArgs {
     /// Log filter when RUST_LOG is unset (e.g. "info,openraft=warn").
     #[arg(long, env = "METAD_LOG")]
     log_filter: Option<String>,
+    /// Watch history kept, in revisions; older history answers COMPACTED.
+    #[arg(long, env = "METAD_WATCH_HISTORY_REVISIONS")]
+    watch_history_revisions: Option<u64>,
 }
 
 impl NodeArgs {
@@ -115,7 +118,8 @@ impl NodeArgs {
             listen_peer,
             listen_metrics,
             request_timeout_ms,
-            log_filter
+            log_filter,
+            watch_history_revisions
         );
         if self.advertise_client.is_some() {
             c.advertise_client = self.advertise_client.clone();

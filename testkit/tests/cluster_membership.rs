@@ -84,3 +84,41 @@ async fn learner_catches_up_by_snapshot_is_promoted_and_a_node_is_removed() -> a
     cluster.shutdown().await;
     Ok(())
 }
+
+/// A removed node still holds the old membership. Membership changes sent to it must be
+/// redirected to the leader, not judged on its stale view: before the fix it answered a
+/// definite "node N is already a voter" (found by the jepsen member nemesis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn membership_changes_on_a_removed_or_follower_node_redirect_to_the_leader(
+) -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::builder().nodes(3).build().await?;
+    let leader = cluster.wait_for_leader(T).await?;
+    let client = cluster.client().await?;
+    let victim = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap_or(3);
+    client.remove_member(victim).await?;
+    let peer = cluster.node(victim).peer_addr().to_string();
+    let addr = cluster.node(victim).client_addr().to_string();
+    // The victim keeps running with its stale view; ask it directly (no hint following).
+    let on_victim = client.on_addr(&addr)?;
+    for attempt in [
+        on_victim
+            .add_learner(victim, "site-a", &peer, &addr, false)
+            .await,
+        on_victim.promote_learner(victim).await,
+        on_victim.remove_member(victim).await,
+    ] {
+        let err = attempt.err().map(|e| e.code());
+        assert_eq!(err, Some(metad_client::ErrorCode::NotLeader));
+    }
+    // Through the leader, the same node can be added back as a learner.
+    client
+        .add_learner(victim, "site-a", &peer, &addr, false)
+        .await?;
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -38,6 +38,17 @@ impl ClusterApi {
         (voters, nodes)
     }
 
+    /// Membership changes are judged against the leader's view only: a follower, or a node
+    /// that was itself removed, may hold a stale membership and would answer a wrong
+    /// definite error (found by the jepsen member nemesis). Others redirect to the leader.
+    fn leader_only(&self) -> Result<(), NodeError> {
+        if self.core.is_leader() {
+            Ok(())
+        } else {
+            Err(self.core.not_leader())
+        }
+    }
+
     fn members(&self) -> Vec<Member> {
         let (voters, nodes) = self.membership();
         nodes
@@ -205,6 +216,7 @@ impl Cluster for ClusterApi {
     ) -> Result<Response<MemberChangeResponse>, Status> {
         let r = req.into_inner();
         instrumented(&self.core, "Cluster/AddLearner", async {
+            self.leader_only()?;
             if r.id == 0 {
                 return Err(NodeError::InvalidArgument("id: must be > 0".into()));
             }
@@ -256,6 +268,7 @@ impl Cluster for ClusterApi {
     ) -> Result<Response<MemberChangeResponse>, Status> {
         let id = req.into_inner().id;
         instrumented(&self.core, "Cluster/PromoteLearner", async {
+            self.leader_only()?;
             let (voters, nodes) = self.membership();
             if !nodes.contains_key(&id) {
                 return Err(NodeError::NotFound(format!(
@@ -280,6 +293,7 @@ impl Cluster for ClusterApi {
     ) -> Result<Response<MemberChangeResponse>, Status> {
         let id = req.into_inner().id;
         instrumented(&self.core, "Cluster/RemoveMember", async {
+            self.leader_only()?;
             let (voters, nodes) = self.membership();
             if !nodes.contains_key(&id) {
                 return Err(NodeError::NotFound(format!("node {id} is not a member")));

@@ -1,0 +1,132 @@
+//! The membership fault: remove a node through the admin API, wipe it, and later start it
+//! empty, add it back as a learner (waiting until it caught up) and promote it to voter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use metad_client::pb::MemberRole;
+use tokio::sync::Mutex;
+
+use crate::control::Cluster;
+
+const TRIES: u32 = 40;
+
+async fn retry<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut last = None;
+    for _ in 0..TRIES {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("{what}: no attempt")))
+        .with_context(|| format!("{what}: gave up after {TRIES} tries"))
+}
+
+/// The voters as the leader sees them (a follower or a removed node may be stale).
+async fn leader_voters(cluster: &Arc<Mutex<Cluster>>) -> anyhow::Result<Vec<u64>> {
+    let (client, n) = {
+        let c = cluster.lock().await;
+        (c.client().await?, c.len())
+    };
+    for _ in 0..TRIES {
+        for i in 0..n {
+            let Ok(pinned) = client.on_endpoint(i) else {
+                continue;
+            };
+            let asked = tokio::time::timeout(Duration::from_secs(2), pinned.member_list()).await;
+            if let Ok(Ok(list)) = asked {
+                if list.leader_id == (i + 1) as u64 {
+                    return Ok(list
+                        .members
+                        .iter()
+                        .filter(|m| m.role == MemberRole::Voter as i32)
+                        .map(|m| m.id)
+                        .collect());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("no leader answered member list")
+}
+
+/// Removes node `id` from the membership, then kills and wipes it. An ambiguous removal
+/// is resolved by asking the leader.
+pub async fn remove(cluster: &Arc<Mutex<Cluster>>, id: usize) -> anyhow::Result<()> {
+    let voters = leader_voters(cluster).await?;
+    if voters.len() <= 2 || !voters.contains(&(id as u64)) {
+        bail!("voters {voters:?}: not removing n{id}");
+    }
+    let client = cluster.lock().await.client().await?;
+    let outcome = client.remove_member(id as u64).await;
+    let removed = match outcome {
+        Ok(_) => true,
+        Err(e) => {
+            let voters = leader_voters(cluster).await?;
+            if voters.contains(&(id as u64)) {
+                return Err(e).with_context(|| format!("remove_member {id}"));
+            }
+            true
+        }
+    };
+    if removed {
+        cluster.lock().await.wipe(id)?;
+    }
+    Ok(())
+}
+
+/// Starts the wiped node `id` empty, adds it as a learner and promotes it.
+pub async fn readd(cluster: &Arc<Mutex<Cluster>>, id: usize) -> anyhow::Result<()> {
+    let (client, peer, client_addr) = {
+        let mut c = cluster.lock().await;
+        c.start_node(id)?;
+        (
+            c.client().await?,
+            c.peer_addr(id).to_string(),
+            c.client_addr(id),
+        )
+    };
+    let site = Cluster::site(id);
+    retry("add_learner", || {
+        let (client, site, peer, client_addr) = (
+            client.clone(),
+            site.clone(),
+            peer.clone(),
+            client_addr.clone(),
+        );
+        async move {
+            client
+                .add_learner(id as u64, &site, &peer, &client_addr, true)
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    retry("promote_learner", || {
+        let client = client.clone();
+        async move {
+            client.promote_learner(id as u64).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// Nodes that are not voters any more (removed by a member fault whose re-add failed).
+pub async fn missing_members(cluster: &Arc<Mutex<Cluster>>) -> Vec<usize> {
+    let n = cluster.lock().await.len();
+    let Ok(voters) = leader_voters(cluster).await else {
+        return vec![];
+    };
+    (1..=n)
+        .filter(|id| !voters.contains(&(*id as u64)))
+        .collect()
+}

@@ -1,0 +1,171 @@
+//! Plots for a run, as SVG: latency over time (one point per completed operation, coloured
+//! by outcome) and throughput over time (completions per second by outcome), both with the
+//! fault windows shaded. Reads the history and fault records; writes only the SVG files.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::history::{History, OpType};
+use crate::nemesis::FaultRecord;
+
+const OK: RGBColor = RGBColor(40, 120, 200);
+const FAIL: RGBColor = RGBColor(220, 60, 40);
+const INFO: RGBColor = RGBColor(240, 160, 0);
+const FAULT: RGBColor = RGBColor(120, 120, 120);
+
+fn colour(kind: OpType) -> RGBColor {
+    match kind {
+        OpType::Ok => OK,
+        OpType::Fail => FAIL,
+        _ => INFO,
+    }
+}
+
+/// (completion time in s, latency in ms, outcome) of every invoke/complete pair.
+fn latencies(history: &History) -> Vec<(f64, f64, OpType)> {
+    history
+        .pairs()
+        .into_iter()
+        .filter_map(|(inv, done)| {
+            let done = done?;
+            let t = done.time_ns as f64 / 1e9;
+            let ms = done.time_ns.saturating_sub(inv.time_ns) as f64 / 1e6;
+            Some((t, ms.max(0.01), done.kind))
+        })
+        .collect()
+}
+
+/// Shades the fault windows from `y0` to `y1` on a chart with an f64 time axis.
+macro_rules! shade {
+    ($chart:expr, $faults:expr, $y0:expr, $y1:expr) => {
+        $chart
+            .draw_series($faults.iter().map(|f| {
+                let x0 = f.start_ns as f64 / 1e9;
+                let x1 = f.end_ns as f64 / 1e9;
+                Rectangle::new([(x0, $y0), (x1, $y1)], FAULT.mix(0.15).filled())
+            }))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?
+    };
+}
+
+/// Writes `latency.svg` and `throughput.svg` into `dir`.
+pub fn write_plots(dir: &Path, history: &History, faults: &[FaultRecord]) -> anyhow::Result<()> {
+    let points = latencies(history);
+    let t_max = points
+        .iter()
+        .map(|p| p.0)
+        .chain(faults.iter().map(|f| f.end_ns as f64 / 1e9))
+        .fold(1.0_f64, f64::max);
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plot: {e}");
+
+    // Latency, log scale.
+    let path = dir.join("latency.svg");
+    let root = SVGBackend::new(&path, (1200, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let l_max = points.iter().map(|p| p.1).fold(1.0_f64, f64::max) * 1.5;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "latency over time (shaded: fault windows)",
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..t_max, (0.01..l_max).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("latency (ms)")
+        .draw()
+        .map_err(|e| err(&e))?;
+    shade!(chart, faults, 0.01, l_max);
+    for kind in [OpType::Ok, OpType::Fail, OpType::Info] {
+        let c = colour(kind);
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .filter(|p| p.2 == kind)
+                    .map(|p| Circle::new((p.0, p.1), 1, c.filled())),
+            )
+            .map_err(|e| err(&e))?
+            .label(format!("{kind:?}").to_lowercase())
+            .legend(move |(x, y)| Circle::new((x, y), 3, c.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    drop(chart);
+    drop(root);
+
+    // Throughput: completions per second by outcome.
+    let secs = t_max.ceil() as usize + 1;
+    let mut buckets = vec![[0u32; 3]; secs];
+    for p in &points {
+        let i = (p.0 as usize).min(secs - 1);
+        let k = match p.2 {
+            OpType::Ok => 0,
+            OpType::Fail => 1,
+            _ => 2,
+        };
+        buckets[i][k] += 1;
+    }
+    let y_max = buckets
+        .iter()
+        .flat_map(|b| b.iter().copied())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.1;
+    let path = dir.join("throughput.svg");
+    let root = SVGBackend::new(&path, (1200, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "throughput over time (shaded: fault windows)",
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("ops/s")
+        .draw()
+        .map_err(|e| err(&e))?;
+    shade!(chart, faults, 0.0, y_max);
+    for (k, kind) in [OpType::Ok, OpType::Fail, OpType::Info]
+        .into_iter()
+        .enumerate()
+    {
+        let c = colour(kind);
+        chart
+            .draw_series(LineSeries::new(
+                buckets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (i as f64 + 0.5, b[k] as f64)),
+                c.stroke_width(2),
+            ))
+            .map_err(|e| err(&e))?
+            .label(format!("{kind:?}").to_lowercase())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
