@@ -45,6 +45,12 @@ macro_rules! shade {
                 let x1 = f.end_ns as f64 / 1e9;
                 Rectangle::new([(x0, $y0), (x1, $y1)], FAULT.mix(0.15).filled())
             }))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        $chart
+            .draw_series($faults.iter().map(|f| {
+                let x0 = f.start_ns as f64 / 1e9;
+                Text::new(f.kind.clone(), (x0, $y1), ("sans-serif", 11).into_font())
+            }))
             .map_err(|e| anyhow::anyhow!("plot: {e}"))?
     };
 }

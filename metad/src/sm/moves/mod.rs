@@ -427,7 +427,7 @@ fn save(
 }
 
 /// Active moves of file `ino`, in id order.
-fn active_of(kv: &impl KvRead, ino: u64) -> Result<Vec<Move>, KvError> {
+pub(super) fn active_of(kv: &impl KvRead, ino: u64) -> Result<Vec<Move>, KvError> {
     let (start, end) = pair_range(ino);
     let rows = kv.range(
         Table::MovesByIno,

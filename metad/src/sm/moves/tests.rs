@@ -914,3 +914,50 @@ fn root_is_never_a_move_target() {
     );
     assert_eq!(ROOT_INO, 1);
 }
+
+/// Two mode-move moves of one file committing close together retire each other's copies;
+/// a copy may then be released under the other move's id. Once nothing of the file is being
+/// released, both moves must be done (found by the jepsen moves workload: one stayed
+/// `releasing` forever).
+#[test]
+fn overlapping_move_mode_moves_both_finish_when_the_last_copy_is_released() {
+    let mut h = H::new(1);
+    let ino = h.ino("/d/f0");
+    let to_b = h.create(&["/d/f0"], "sb", MoveMode::Move).move_ids[0];
+    let to_c = h.create(&["/d/f0"], "sc", MoveMode::Move).move_ids[0];
+    let lease_b = h.register("sb", "agent-b");
+    let lease_c = h.register("sc", "agent-c");
+    let tb = h.claim(lease_b, "sb", 10).tasks.remove(0);
+    let tc = h.claim(lease_c, "sc", 10).tasks.remove(0);
+    assert_eq!(
+        h.complete(H::done(&tb)).outcome,
+        CompleteOutcome::Committed as i32
+    );
+    assert_eq!(
+        h.complete(H::done(&tc)).outcome,
+        CompleteOutcome::Committed as i32
+    );
+    // Release every copy being released, silo by silo, as the agents would.
+    for silo in ["sa", "sb", "sc"] {
+        let lease = h.register(silo, &format!("rel-{silo}"));
+        let rel = h.claim(lease, silo, 10).releases;
+        if rel.is_empty() {
+            continue;
+        }
+        match h.run(Op::ReleaseDone(ReleaseDoneRequest {
+            header: None,
+            silo: silo.into(),
+            inos: rel.iter().map(|r| r.ino).collect(),
+        })) {
+            Ok(R::ReleaseDone(r)) => assert_eq!(r.released as usize, rel.len()),
+            other => panic!("{other:?}"),
+        }
+    }
+    let states = h.states("/d/f0");
+    assert!(
+        states.iter().all(|(_, s)| *s == Valid) && !states.is_empty(),
+        "{states:?} (ino {ino})"
+    );
+    assert_eq!(h.mv(to_b).state, MoveState::Done as i32, "move to sb");
+    assert_eq!(h.mv(to_c).state, MoveState::Done as i32, "move to sc");
+}

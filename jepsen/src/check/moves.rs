@@ -1,1 +1,0 @@
-//! Checker `moves` (not implemented yet).

@@ -1,1 +1,0 @@
-//! Checker `namespace` (not implemented yet).

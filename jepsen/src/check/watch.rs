@@ -1,1 +1,0 @@
-//! Checker `watch` (not implemented yet).
