@@ -215,15 +215,15 @@ pub fn recheck(dir: &Path) -> anyhow::Result<Verdict> {
 
 /// A one-line human summary of a verdict.
 pub fn describe(v: &Verdict) -> String {
-    let anomalies: Vec<String> = v
-        .checks
-        .iter()
-        .flat_map(|c| {
-            c.anomalies
-                .iter()
-                .map(|a| format!("{}:{}", c.checker, a.kind))
-        })
-        .collect();
+    let mut by_kind = std::collections::BTreeMap::<String, usize>::new();
+    for c in &v.checks {
+        for a in &c.anomalies {
+            *by_kind
+                .entry(format!("{}:{}", c.checker, a.kind))
+                .or_default() += 1;
+        }
+    }
+    let anomalies: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
     format!(
         "{:<11} {:?}: {} ok, {} fail, {} info, {} faults{}",
         v.workload,

@@ -47,10 +47,16 @@ macro_rules! shade {
             }))
             .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
         $chart
-            .draw_series($faults.iter().map(|f| {
-                let x0 = f.start_ns as f64 / 1e9;
-                Text::new(f.kind.clone(), (x0, $y1), ("sans-serif", 11).into_font())
-            }))
+            // Labels only while they fit; long runs list their faults in summary.md.
+            .draw_series(
+                $faults
+                    .iter()
+                    .take(if $faults.len() <= 20 { usize::MAX } else { 0 })
+                    .map(|f| {
+                        let x0 = f.start_ns as f64 / 1e9;
+                        Text::new(f.kind.clone(), (x0, $y1), ("sans-serif", 11).into_font())
+                    }),
+            )
             .map_err(|e| anyhow::anyhow!("plot: {e}"))?
     };
 }
@@ -65,16 +71,21 @@ pub fn write_plots(dir: &Path, history: &History, faults: &[FaultRecord]) -> any
         .fold(1.0_f64, f64::max);
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plot: {e}");
 
-    // Latency, log scale.
+    // Latency, log scale. Past MAX_POINTS, ok points are sampled (every fail and info
+    // point is kept) so the SVG stays small; the caption says so.
+    const MAX_POINTS: usize = 8_000;
+    let stride = points.len().div_ceil(MAX_POINTS).max(1);
+    let caption = if stride > 1 {
+        format!("latency over time (shaded: fault windows; 1 in {stride} ok points shown)")
+    } else {
+        "latency over time (shaded: fault windows)".to_string()
+    };
     let path = dir.join("latency.svg");
     let root = SVGBackend::new(&path, (1200, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let l_max = points.iter().map(|p| p.1).fold(1.0_f64, f64::max) * 1.5;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "latency over time (shaded: fault windows)",
-            ("sans-serif", 18),
-        )
+        .caption(caption, ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(60)
@@ -93,7 +104,9 @@ pub fn write_plots(dir: &Path, history: &History, faults: &[FaultRecord]) -> any
             .draw_series(
                 points
                     .iter()
-                    .filter(|p| p.2 == kind)
+                    .enumerate()
+                    .filter(|(i, p)| p.2 == kind && (kind != OpType::Ok || i % stride == 0))
+                    .map(|(_, p)| p)
                     .map(|p| Circle::new((p.0, p.1), 1, c.filled())),
             )
             .map_err(|e| err(&e))?
