@@ -30,9 +30,7 @@ fn applies_between_durable_commits_are_flushed_by_snapshot_and_close() {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let last = {
-            let (_log, mut sm) = store::open(&DataDir::new(dir.path()))
-                .await
-                .expect("open");
+            let (_log, mut sm) = store::open(&DataDir::new(dir.path())).await.expect("open");
             // Batches within DURABLE_EVERY of the last durable commit are not fsynced. (Retried
             // a few times: on a loaded machine two applies may be DURABLE_EVERY apart.)
             let mut seq = 0;
@@ -51,14 +49,20 @@ fn applies_between_durable_commits_are_flushed_by_snapshot_and_close() {
                 .await
                 .expect("build");
             assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(seq));
-            assert!(!sm.has_unflushed(), "a snapshot is built from durable state");
+            assert!(
+                !sm.has_unflushed(),
+                "a snapshot is built from durable state"
+            );
             assert!(sm.durable_commits() > before);
 
             // After DURABLE_EVERY, the next batch is itself durable.
             std::thread::sleep(metad::store::DURABLE_EVERY);
             seq += 1;
             sm.apply(vec![put(seq, "c")]).await.expect("apply");
-            assert!(!sm.has_unflushed(), "a batch after DURABLE_EVERY is fsynced");
+            assert!(
+                !sm.has_unflushed(),
+                "a batch after DURABLE_EVERY is fsynced"
+            );
 
             // A tail without fsync, then the store is closed.
             while !sm.has_unflushed() {
@@ -72,7 +76,11 @@ fn applies_between_durable_commits_are_flushed_by_snapshot_and_close() {
         let d = DataDir::new(dir.path());
         let mut sm = store::SmStore::open(&d.sm_db(), &d.snapshots()).expect("reopen");
         let (applied, _) = sm.applied_state().await.expect("applied");
-        assert_eq!(applied.map(|l| l.index), Some(last), "closing flushed the tail");
+        assert_eq!(
+            applied.map(|l| l.index),
+            Some(last),
+            "closing flushed the tail"
+        );
         assert!(!sm.has_unflushed());
     });
 }

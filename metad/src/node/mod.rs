@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 pub use read::ReadBatcher;
+pub use write::ProposalBatcher;
 
 use crate::config::Config;
 use crate::error::NodeError;
@@ -89,6 +90,7 @@ pub struct NodeCore {
     pub faults: Arc<FaultInjector>,
     pub metrics: Arc<Metrics>,
     reads: ReadBatcher,
+    proposals: ProposalBatcher,
 }
 
 impl NodeCore {
@@ -214,6 +216,7 @@ impl MetaNode {
             faults,
             metrics,
             reads: ReadBatcher::spawn(weak.clone()),
+            proposals: ProposalBatcher::spawn(weak.clone()),
             config: config.clone(),
         });
 
