@@ -20,6 +20,7 @@ pub struct Metrics {
     pub sm_size_bytes: IntGauge,
     pub snapshot_size_bytes: IntGauge,
     pub proposal_seconds: Histogram,
+    pub proposal_batch: Histogram,
     pub read_index_seconds: Histogram,
     pub read_index_batch: Histogram,
     pub grpc_requests: IntCounterVec,
@@ -104,6 +105,11 @@ impl Metrics {
                 "metad_proposal_duration_seconds",
                 "Time from proposal to applied reply on the leader",
                 latency_buckets(),
+            )?,
+            proposal_batch: h(
+                "metad_proposal_batch_commands",
+                "Client commands carried by one proposed log entry",
+                prometheus::exponential_buckets(1.0, 2.0, 10).unwrap_or_default(),
             )?,
             read_index_seconds: h(
                 "metad_read_index_duration_seconds",

@@ -2,13 +2,16 @@
 //! the only way time enters the state machine), or forwarded once to the leader by a follower.
 //! Because every command carries `(client_id, seq)` and the state machine deduplicates, proposing
 //! the same command again after an unknown outcome is safe; the *reported* outcome of a timeout
-//! after proposal is still `Ambiguous`, never failure.
+//! after proposal is still `Ambiguous`, never failure. On the leader, commands proposed
+//! concurrently are grouped into one log entry ([`ProposalBatcher`]).
 
+use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use metad_proto::raft::v1::{Command, Reply};
+use metad_proto::raft::v1::{command::Op, reply, Command, CommandBatch, Reply, ReplyBatch};
 use openraft::error::{ClientWriteError, RaftError};
 use prost::Message;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::NodeCore;
 use crate::error::NodeError;
@@ -21,10 +24,133 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Most commands folded into one log entry.
+const BATCH_MAX: usize = 256;
+/// Most encoded bytes of commands folded into one log entry (ImportFiles carry up to 1000
+/// files each).
+const BATCH_MAX_BYTES: usize = 4 << 20;
+/// Proposals in flight at once. openraft 0.9 appends each proposal to the log and waits for
+/// its fsync on its core task, one after another; commands that arrive meanwhile queue here
+/// and go out together as one entry.
+const IN_FLIGHT: usize = 2;
+
+type Waiter = oneshot::Sender<Result<(Reply, u64), NodeError>>;
+
+/// Group commit of proposals on the leader: concurrent commands become one `CommandBatch`
+/// entry (one append, one fsync per node, one apply transaction), each applied exactly as its
+/// own entry would be and answered with its own reply.
+pub struct ProposalBatcher {
+    tx: mpsc::UnboundedSender<(Command, Waiter)>,
+}
+
+impl ProposalBatcher {
+    pub fn spawn(core: Weak<NodeCore>) -> ProposalBatcher {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Command, Waiter)>();
+        let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let Some(first) = rx.recv().await else { break };
+                let mut bytes = first.0.encoded_len();
+                let mut batch = vec![first];
+                while batch.len() < BATCH_MAX && bytes < BATCH_MAX_BYTES {
+                    match rx.try_recv() {
+                        Ok(item) => {
+                            bytes += item.0.encoded_len();
+                            batch.push(item);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let Some(core) = core.upgrade() else { break };
+                tokio::spawn(async move {
+                    core.propose_batch(batch).await;
+                    drop(permit);
+                });
+            }
+        });
+        ProposalBatcher { tx }
+    }
+}
+
 impl NodeCore {
     /// Proposes on this node, which must be the leader. Returns the reply and its log index.
-    pub async fn propose_local(&self, mut cmd: Command) -> Result<(Reply, u64), NodeError> {
-        cmd.leader_time_ms = now_ms();
+    /// Commands proposed concurrently share one log entry (see [`ProposalBatcher`]).
+    pub async fn propose_local(&self, cmd: Command) -> Result<(Reply, u64), NodeError> {
+        if matches!(cmd.op, Some(Op::Batch(_))) {
+            return Err(NodeError::InvalidArgument(
+                "op: batch is leader-internal".into(),
+            ));
+        }
+        let timeout = self.config.request_timeout();
+        let (tx, rx) = oneshot::channel();
+        self.proposals
+            .tx
+            .send((cmd, tx))
+            .map_err(|_| NodeError::ShuttingDown)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(NodeError::ShuttingDown),
+            Err(_) => Err(NodeError::Ambiguous(format!(
+                "proposed but not applied within {} ms; retry with the same (client_id, seq)",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Proposes `batch` as one entry (a single command as itself) and answers every waiter.
+    async fn propose_batch(&self, batch: Vec<(Command, Waiter)>) {
+        let now = now_ms();
+        let (mut cmds, waiters): (Vec<Command>, Vec<Waiter>) = batch.into_iter().unzip();
+        for c in &mut cmds {
+            c.leader_time_ms = now;
+        }
+        let n = cmds.len();
+        let entry = if n == 1 {
+            cmds.pop().unwrap_or_default()
+        } else {
+            Command {
+                client_id: format!("metad-leader-{}", self.id),
+                seq: 1,
+                leader_time_ms: now,
+                op: Some(Op::Batch(CommandBatch { commands: cmds })),
+            }
+        };
+        let res = self.propose_entry(entry).await;
+        self.metrics.proposal_batch.observe(n as f64);
+        match res {
+            Ok((reply, index)) if n == 1 => {
+                for w in waiters {
+                    let _ = w.send(Ok((reply.clone(), index)));
+                }
+            }
+            Ok((reply, index)) => match reply.result {
+                Some(reply::Result::Batch(ReplyBatch { replies })) if replies.len() == n => {
+                    for (w, r) in waiters.into_iter().zip(replies) {
+                        let _ = w.send(Ok((r, index)));
+                    }
+                }
+                other => {
+                    let e = NodeError::Internal(format!(
+                        "batch of {n} answered with an unexpected reply: {other:?}"
+                    ));
+                    for w in waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                }
+            },
+            Err(e) => {
+                for w in waiters {
+                    let _ = w.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// One `client_write` of an entry, with the request timeout.
+    async fn propose_entry(&self, cmd: Command) -> Result<(Reply, u64), NodeError> {
         let started = Instant::now();
         let timeout = self.config.request_timeout();
         let res = tokio::time::timeout(timeout, self.raft.client_write(LogCommand(cmd))).await;

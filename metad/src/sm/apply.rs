@@ -5,7 +5,7 @@
 //! bookkeeping is not a "change" in that sense.
 
 use metad_proto::raft::v1::{
-    command::Op, reply, Command, RegisterIncrReply, RegisterPutReply, Reply, ReplyError,
+    command::Op, reply, Command, RegisterIncrReply, RegisterPutReply, Reply, ReplyBatch, ReplyError,
 };
 use metad_proto::ErrorCode;
 use prost::Message;
@@ -99,6 +99,7 @@ pub fn validate(cmd: &Command) -> Result<(), String> {
             Ok(())
         }
         Some(Op::RegisterIncr(p)) => check_register_key(&p.key),
+        Some(Op::Batch(_)) => Err("op: batch is leader-internal".into()),
         // The other operations validate their own fields inside apply (with field names).
         Some(_) => Ok(()),
     }
@@ -137,6 +138,26 @@ pub fn register_get(kv: &impl KvRead, key: &str) -> Result<Option<RegisterValue>
 /// refusal part-way through leaves no partial state; its events and the revision bump are
 /// written only if it succeeds and changed something.
 pub fn apply_command(kv: &mut impl KvWrite, cmd: &Command) -> Result<Reply, KvError> {
+    if let Some(Op::Batch(b)) = &cmd.op {
+        // A leader-made group: each command applies exactly as its own entry would.
+        let mut replies = Vec::with_capacity(b.commands.len());
+        for c in &b.commands {
+            if matches!(c.op, Some(Op::Batch(_))) {
+                let rev = revision(kv)?;
+                replies.push(refuse_reply(
+                    rev,
+                    ErrorCode::InvalidArgument,
+                    "op: batches do not nest",
+                ));
+                continue;
+            }
+            replies.push(apply_command(kv, c)?);
+        }
+        return Ok(Reply {
+            revision: revision(kv)?,
+            result: Some(reply::Result::Batch(ReplyBatch { replies })),
+        });
+    }
     let rev = revision(kv)?;
     let now = leader_time_ms(kv)?.max(cmd.leader_time_ms);
     kv.put(Table::Meta, META_LEADER_TIME, &now.to_be_bytes())?;
@@ -249,6 +270,7 @@ fn dispatch(kv: &mut impl KvWrite, ctx: &mut ApplyCtx, cmd: &Command) -> OpResul
             reply::Result::Maintenance(super::watch::apply_maintenance(kv, ctx, m)?)
         }
         Some(Op::Moves(m)) => reply::Result::Moves(super::moves::apply(kv, ctx, m)?),
+        Some(Op::Batch(_)) => return Err(Refusal::invalid("op: batch is leader-internal").into()),
     })
 }
 
@@ -284,6 +306,68 @@ mod tests {
             Some(reply::Result::RegisterIncr(RegisterIncrReply { value: 10 }))
         );
         assert_eq!(r2.revision, 2);
+    }
+
+    fn batch(cmds: Vec<Command>) -> Command {
+        Command {
+            client_id: "metad-leader-1".into(),
+            seq: 1,
+            leader_time_ms: 2000,
+            op: Some(Op::Batch(metad_proto::raft::v1::CommandBatch {
+                commands: cmds,
+            })),
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_each_command_as_its_own_entry() {
+        let cmds = vec![
+            incr("a", 1, 1),
+            incr("b", 1, 2),
+            incr("a", 1, 1),
+            incr("a", 2, 3),
+        ];
+        // One by one.
+        let mut one = MemKv::default();
+        let singles: Vec<Reply> = cmds
+            .iter()
+            .map(|c| apply_command(&mut one, c).expect("apply"))
+            .collect();
+        // As one batch entry.
+        let mut kv = MemKv::default();
+        let r = apply_command(&mut kv, &batch(cmds.clone())).expect("apply");
+        let Some(reply::Result::Batch(ReplyBatch { replies })) = r.result else {
+            panic!("not a batch reply: {r:?}");
+        };
+        assert_eq!(replies, singles, "same replies as separate entries");
+        assert_eq!(
+            replies[2], replies[0],
+            "a duplicate in the batch is deduplicated"
+        );
+        assert_eq!(
+            replies[3].result,
+            Some(reply::Result::RegisterIncr(RegisterIncrReply { value: 6 }))
+        );
+        assert_eq!(r.revision, 3);
+        assert_eq!(revision(&kv).expect("rev"), 3);
+        // A retry of a batched command, alone, gets its cached reply.
+        let again = apply_command(&mut kv, &incr("b", 1, 2)).expect("apply");
+        assert_eq!(again, replies[1]);
+    }
+
+    #[test]
+    fn batches_do_not_nest_and_clients_cannot_send_one() {
+        let mut kv = MemKv::default();
+        let r = apply_command(&mut kv, &batch(vec![batch(vec![incr("a", 1, 1)])])).expect("apply");
+        let Some(reply::Result::Batch(ReplyBatch { replies })) = r.result else {
+            panic!("not a batch reply: {r:?}");
+        };
+        assert!(
+            matches!(&replies[0].result, Some(reply::Result::Error(e)) if e.code == "INVALID_ARGUMENT"),
+            "{replies:?}"
+        );
+        assert_eq!(revision(&kv).expect("rev"), 0, "nothing applied");
+        assert!(validate(&batch(vec![incr("a", 1, 1)])).is_err());
     }
 
     #[test]

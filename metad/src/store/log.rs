@@ -60,6 +60,9 @@ struct Shared {
     stats: Mutex<(u64, u64)>,
     /// Last committed index openraft told us about (persisted via save_committed).
     committed: std::sync::atomic::AtomicU64,
+    /// The last value given to save_committed (queued for the writer; read_committed answers
+    /// it even before the writer has committed it).
+    last_committed: Mutex<Option<Option<LogId>>>,
 }
 
 /// Handle to the log store; cheap to clone (readers share it).
@@ -83,6 +86,7 @@ impl LogStore {
             unflushed: Mutex::new(BTreeMap::new()),
             stats: Mutex::new((0, 0)),
             committed: std::sync::atomic::AtomicU64::new(0),
+            last_committed: Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel();
         let s2 = shared.clone();
@@ -326,12 +330,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(c) => Some(codec::encode(&c).map_err(|e| to_storage_error(e.into()))?),
             None => None,
         };
-        self.sync_op(|done| Op::Meta {
-            key: K_COMMITTED,
-            value,
-            done,
-        })
-        .await?;
+        // Queued, not awaited: openraft calls this on its core task each time the commit index
+        // moves, and waiting for the fsync there stalled every write and replication response
+        // behind it (one fsync per commit advance). The committed index only shortens recovery
+        // (re-apply up to it at start-up); a lost or older value is safe, and the writer keeps
+        // queue order, so it is never persisted ahead of the entries it covers.
+        if let Ok(mut l) = self.shared.last_committed.lock() {
+            *l = Some(committed);
+        }
+        let (done, _ignored) = oneshot::channel();
+        self.tx
+            .send(Op::Meta {
+                key: K_COMMITTED,
+                value,
+                done,
+            })
+            .map_err(|_| to_storage_error(StoreError::Redb("log writer stopped".into())))?;
         if let Some(c) = committed {
             self.shared
                 .committed
@@ -341,6 +355,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        if let Some(c) = self.shared.last_committed.lock().ok().and_then(|l| *l) {
+            return Ok(c);
+        }
         match self.meta_get(K_COMMITTED).map_err(to_storage_error)? {
             Some(b) => Ok(Some(
                 codec::decode(&b).map_err(|e| to_storage_error(e.into()))?,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, TableDefinition};
 
 pub use log::LogStore;
-pub use state_machine::{AppliedState, SmStore};
+pub use state_machine::{AppliedState, SmStore, DURABLE_EVERY};
 
 /// Bump when the on-disk layout changes incompatibly.
 pub const FORMAT_VERSION: u64 = 1;

@@ -1,0 +1,351 @@
+//! Scale: `load` bulk-loads N files (ImportFiles batches of 1000 = files with an instance each,
+//! then Txn batches of 128 SetTags = two tags per file) into a running cluster; `scale` starts
+//! its own 3-node cluster of real processes, loads it, benchmarks create/stat/kv-get against the
+//! loaded namespace and measures node RSS, disk and snapshot size, restart-to-serving time and
+//! how long a new learner takes to catch up by snapshot.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use metad_client::{Client, ClientConfig};
+use metad_testkit::procs::{free_ports, workspace_bin, Proc, ProcCluster};
+use serde_json::json;
+
+use crate::metad_target::{self, connect, ensure_silo, import, tag_keys, value, Layout};
+use crate::stats::load1;
+use crate::{ConsistencyArg, RunArgs, Target, Workload};
+
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Client endpoints (host:port), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+    /// Files to load (keys 0..N under --prefix, 1000 per directory).
+    #[arg(long)]
+    pub files: u64,
+    #[arg(long, default_value = "/scale")]
+    pub prefix: String,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 8)]
+    pub inflight: usize,
+    /// Do not tag the files.
+    #[arg(long)]
+    pub no_tags: bool,
+    /// Value size of the `v` tag.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ScaleArgs {
+    /// Files to load.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub files: u64,
+    /// Keep the cluster's data here (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Clients of the create/stat/kv-get benchmarks.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Seconds per benchmark.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// metad raft.snapshot_after_entries (an entry is a batch of 1000 or 128 files).
+    #[arg(long, default_value_t = 2000)]
+    pub snapshot_after: u64,
+    /// metad raft.keep_entries_after_snapshot (small, so a new learner needs the snapshot).
+    #[arg(long, default_value_t = 100)]
+    pub keep_entries: u64,
+    /// Requests in flight while loading.
+    #[arg(long, default_value_t = 8)]
+    pub inflight: usize,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Loads keys `0..files` under `layout`; returns seconds taken.
+async fn load(
+    clients: &[Client],
+    layout: &Layout,
+    files: u64,
+    inflight: usize,
+    tags: bool,
+    value_size: usize,
+) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    ensure_silo(&clients[0]).await?;
+    let chunk = 100_000;
+    let mut start = 0;
+    while start < files {
+        let end = (start + chunk).min(files);
+        import(
+            clients,
+            (start..end).map(|j| layout.key(j)).collect(),
+            inflight,
+        )
+        .await?;
+        if tags {
+            tag_keys(clients, layout, start..end, &value(0, value_size), inflight).await?;
+        }
+        start = end;
+        let s = started.elapsed().as_secs_f64();
+        eprintln!(
+            "loaded {end}/{files} files in {s:.0}s ({:.0} files/s)",
+            end as f64 / s
+        );
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+pub async fn load_cmd(a: LoadArgs) -> anyhow::Result<()> {
+    let clients = connect(&a.endpoints, a.inflight.clamp(1, 8)).await?;
+    let layout = Layout {
+        prefix: a.prefix.clone(),
+    };
+    let s = load(
+        &clients,
+        &layout,
+        a.files,
+        a.inflight,
+        !a.no_tags,
+        a.value_size,
+    )
+    .await?;
+    println!(
+        "loaded {} files under {} in {s:.1}s ({:.0} files/s)",
+        a.files,
+        a.prefix,
+        a.files as f64 / s
+    );
+    if a.json {
+        println!(
+            "{}",
+            json!({"files": a.files, "prefix": a.prefix, "load_s": s,
+                   "files_per_s": a.files as f64 / s})
+        );
+    }
+    Ok(())
+}
+
+/// Bytes of all files under `p`.
+fn du(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => du(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / (1u64 << 20) as f64
+}
+
+/// Polls `node` until it answers with `applied_index >= index`; returns its status.
+async fn wait_applied(
+    node: &Client,
+    index: u64,
+    timeout: Duration,
+) -> anyhow::Result<metad_client::pb::NodeStatusResponse> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = node.node_status().await {
+            if s.applied_index >= index {
+                return Ok(s);
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "node did not reach applied index {index} in {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    let conf = dir.join("scale.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[raft]\nsnapshot_after_entries = {}\nkeep_entries_after_snapshot = {}\n",
+            a.snapshot_after, a.keep_entries
+        ),
+    )?;
+    let conf_arg = format!("--config={}", conf.display());
+    let mut cluster = ProcCluster::start(&dir, 3, &[conf_arg.as_str()])?;
+    let eps = cluster.endpoints.clone();
+    let clients = connect(&eps, 8).await?;
+    let layout = Layout {
+        prefix: "/scale".into(),
+    };
+
+    // 1. Load.
+    let load_s = load(&clients, &layout, a.files, a.inflight, true, 256).await?;
+    let load_rate = a.files as f64 / load_s;
+
+    // 2. Benchmarks against the loaded namespace.
+    let mut benches = Vec::new();
+    for (w, cons) in [
+        (Workload::Create, ConsistencyArg::Linearizable),
+        (Workload::Stat, ConsistencyArg::Linearizable),
+        (Workload::Stat, ConsistencyArg::Serializable),
+        (Workload::KvGet, ConsistencyArg::Linearizable),
+    ] {
+        let r = metad_target::run(&RunArgs {
+            target: Target::Metad,
+            endpoints: eps.clone(),
+            workload: w,
+            clients: a.clients,
+            connections: None,
+            duration: a.duration,
+            warmup: 1.0,
+            value_size: 256,
+            consistency: cons,
+            keys: a.files,
+            spread: false,
+            prefix: Some(layout.prefix.clone()),
+            no_setup: true,
+            json: false,
+        })
+        .await?;
+        println!("{}", r.table());
+        benches.push(r);
+    }
+
+    // 3. Sizes.
+    let rss: Vec<u64> = cluster
+        .nodes
+        .iter()
+        .map(|p| p.rss_bytes().unwrap_or(0))
+        .collect();
+    let status = clients[0].cluster_status().await?;
+    let leader = status.leader_id;
+    let ld = dir.join(format!("n{leader}"));
+    let disk = du(&ld);
+    let sm = std::fs::metadata(ld.join("sm.redb"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let log = std::fs::metadata(ld.join("raft-log.redb"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let snap = du(&ld.join("snapshots"));
+
+    // 4. Restart a follower: SIGTERM, start, time until it serves at the leader's index.
+    let follower = (1..=3u64).find(|i| *i != leader).unwrap_or(1);
+    let mut admin_cfg = ClientConfig::new(eps.iter().cloned());
+    admin_cfg.total_timeout = Duration::from_secs(900);
+    admin_cfg.request_timeout = Duration::from_secs(10);
+    let admin = Client::connect(admin_cfg).await?;
+    let fnode = admin.on_endpoint((follower - 1) as usize)?;
+    let mut restarts = Vec::new();
+    for crash in [false, true] {
+        let target = admin.node_status().await.map(|s| s.commit_index)?;
+        let p = cluster.node(follower);
+        if crash {
+            p.kill9();
+        } else {
+            p.terminate();
+        }
+        let t = Instant::now();
+        p.start()?;
+        wait_applied(&fnode, target, Duration::from_secs(300)).await?;
+        // Serving: a read on that node answers.
+        fnode
+            .stat(&layout.key(0), metad_client::ReadOptions::serializable())
+            .await?;
+        restarts.push(t.elapsed().as_secs_f64());
+    }
+
+    // 5. A new learner catches up (by snapshot: the log behind it has been purged).
+    let ports = free_ports(2)?;
+    let (cport, pport) = (ports[0], ports[1]);
+    let mut learner = Proc::new(
+        "metad-4",
+        workspace_bin("metad")?,
+        vec![
+            "--node-id=4".into(),
+            "--site=site-d".into(),
+            format!("--data-dir={}", dir.join("n4").display()),
+            format!("--listen-client=127.0.0.1:{cport}"),
+            format!("--listen-peer=127.0.0.1:{pport}"),
+            "--listen-metrics=".into(),
+            "--heartbeat-ms=50".into(),
+            "--election-timeout-min-ms=300".into(),
+            "--election-timeout-max-ms=600".into(),
+            conf_arg.clone(),
+        ],
+        dir.join("n4.log"),
+    );
+    learner.start()?;
+    let target = admin.node_status().await.map(|s| s.commit_index)?;
+    let t = Instant::now();
+    admin
+        .add_learner(
+            4,
+            "site-d",
+            &format!("127.0.0.1:{pport}"),
+            &format!("127.0.0.1:{cport}"),
+            true,
+        )
+        .await?;
+    let lnode = admin.on_addr(&format!("127.0.0.1:{cport}"))?;
+    let ls = wait_applied(&lnode, target, Duration::from_secs(600)).await?;
+    let learner_s = t.elapsed().as_secs_f64();
+    let learner_rss = learner.rss_bytes().unwrap_or(0);
+
+    println!(
+        "scale: {} files, load {load_s:.1}s ({load_rate:.0} files/s), load1 {:.2}",
+        a.files,
+        load1()
+    );
+    println!(
+        "RSS MiB per node: {:?}; leader disk {:.0} MiB (sm.redb {:.0}, raft-log.redb {:.0}, snapshots {:.0})",
+        rss.iter().map(|b| mib(*b).round()).collect::<Vec<_>>(),
+        mib(disk),
+        mib(sm),
+        mib(log),
+        mib(snap)
+    );
+    println!(
+        "restart to serving: graceful {:.2}s, after kill -9 {:.2}s",
+        restarts[0], restarts[1]
+    );
+    println!(
+        "learner caught up in {learner_s:.1}s (snapshot index {}, applied {}), learner RSS {:.0} MiB",
+        ls.snapshot_index,
+        ls.applied_index,
+        mib(learner_rss)
+    );
+    if a.json {
+        let b: Vec<_> = benches
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "files": a.files, "load_s": load_s, "load_files_per_s": load_rate,
+                "benches": b, "rss_bytes": rss, "leader_disk_bytes": disk,
+                "sm_bytes": sm, "raft_log_bytes": log, "snapshot_bytes": snap,
+                "restart_graceful_s": restarts[0], "restart_kill9_s": restarts[1],
+                "learner_catchup_s": learner_s, "learner_snapshot_index": ls.snapshot_index,
+                "learner_rss_bytes": learner_rss, "load1": load1(),
+            })
+        );
+    }
+    drop(learner);
+    drop(cluster);
+    Ok(())
+}
