@@ -91,7 +91,11 @@ where
         if matches!(err, ClientError::Ambiguous { .. }) {
             ambiguous_seen = true;
             if kind == CallKind::Mutation {
-                // Not deduplicated: retrying could apply it twice.
+                // Not deduplicated: retrying could apply it twice. The next call should not
+                // start at a node that just timed out (it may be paused or cut off).
+                if route == Route::Cursor {
+                    endpoints.rotate_from(idx);
+                }
                 return Err(err);
             }
         }

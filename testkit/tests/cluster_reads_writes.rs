@@ -212,3 +212,37 @@ async fn requests_over_limits_get_invalid_argument_and_change_nothing() -> anyho
     cluster.shutdown().await;
     Ok(())
 }
+
+/// A membership change is not deduplicated, so a timed-out one is not retried; the client must
+/// still move off the node that timed out, or every later call would start there again (the
+/// jepsen member nemesis stalled for minutes behind a SIGSTOPped node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_ambiguous_membership_call_the_next_call_starts_elsewhere() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::builder().nodes(1).build().await?;
+    cluster.wait_for_leader(Duration::from_secs(30)).await?;
+    // A "paused node": accepts TCP connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let silent_addr = silent.local_addr()?.to_string();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let mut cfg = metad_client::ClientConfig::new([silent_addr, cluster.client_addr(1)]);
+    cfg.request_timeout = Duration::from_millis(300);
+    cfg.total_timeout = Duration::from_millis(600);
+    let client = metad_client::Client::connect(cfg).await?;
+    let first = client.promote_learner(99).await;
+    assert_eq!(
+        first.err().map(|e| e.code()),
+        Some(ErrorCode::Ambiguous),
+        "the silent node cannot answer"
+    );
+    // The next call reaches the real node, which refuses definitively.
+    let second = client.promote_learner(99).await;
+    assert_eq!(second.err().map(|e| e.code()), Some(ErrorCode::NotFound));
+    cluster.shutdown().await;
+    Ok(())
+}

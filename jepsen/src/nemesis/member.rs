@@ -11,6 +11,8 @@ use tokio::sync::Mutex;
 use crate::control::Cluster;
 
 const TRIES: u32 = 40;
+/// A membership step gives up after this long (the run must end on time).
+const STEP_LIMIT: Duration = Duration::from_secs(60);
 
 async fn retry<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
 where
@@ -18,7 +20,11 @@ where
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     let mut last = None;
+    let until = tokio::time::Instant::now() + STEP_LIMIT;
     for _ in 0..TRIES {
+        if tokio::time::Instant::now() >= until {
+            break;
+        }
         match f().await {
             Ok(v) => return Ok(v),
             Err(e) => last = Some(e),
@@ -26,11 +32,24 @@ where
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("{what}: no attempt")))
-        .with_context(|| format!("{what}: gave up after {TRIES} tries"))
+        .with_context(|| format!("{what}: gave up after {TRIES} tries or {STEP_LIMIT:?}"))
 }
 
 /// The voters as the leader sees them (a follower or a removed node may be stale).
 async fn leader_voters(cluster: &Arc<Mutex<Cluster>>) -> anyhow::Result<Vec<u64>> {
+    Ok(leader_view(cluster).await?.1)
+}
+
+/// A client pinned to the current leader: membership calls are not retried after a
+/// timeout, so they must not start at a paused or cut-off node.
+async fn leader_client(cluster: &Arc<Mutex<Cluster>>) -> anyhow::Result<metad_client::Client> {
+    let (leader, _) = leader_view(cluster).await?;
+    let client = cluster.lock().await.client().await?;
+    Ok(client.on_endpoint(leader - 1)?)
+}
+
+/// (leader id, voters) as the leader reports them.
+async fn leader_view(cluster: &Arc<Mutex<Cluster>>) -> anyhow::Result<(usize, Vec<u64>)> {
     let (client, n) = {
         let c = cluster.lock().await;
         (c.client().await?, c.len())
@@ -43,12 +62,13 @@ async fn leader_voters(cluster: &Arc<Mutex<Cluster>>) -> anyhow::Result<Vec<u64>
             let asked = tokio::time::timeout(Duration::from_secs(2), pinned.member_list()).await;
             if let Ok(Ok(list)) = asked {
                 if list.leader_id == (i + 1) as u64 {
-                    return Ok(list
+                    let voters = list
                         .members
                         .iter()
                         .filter(|m| m.role == MemberRole::Voter as i32)
                         .map(|m| m.id)
-                        .collect());
+                        .collect();
+                    return Ok((i + 1, voters));
                 }
             }
         }
@@ -64,7 +84,7 @@ pub async fn remove(cluster: &Arc<Mutex<Cluster>>, id: usize) -> anyhow::Result<
     if voters.len() <= 2 || !voters.contains(&(id as u64)) {
         bail!("voters {voters:?}: not removing n{id}");
     }
-    let client = cluster.lock().await.client().await?;
+    let client = leader_client(cluster).await?;
     let outcome = client.remove_member(id as u64).await;
     let removed = match outcome {
         Ok(_) => true,
@@ -84,24 +104,21 @@ pub async fn remove(cluster: &Arc<Mutex<Cluster>>, id: usize) -> anyhow::Result<
 
 /// Starts the wiped node `id` empty, adds it as a learner and promotes it.
 pub async fn readd(cluster: &Arc<Mutex<Cluster>>, id: usize) -> anyhow::Result<()> {
-    let (client, peer, client_addr) = {
+    let (peer, client_addr) = {
         let mut c = cluster.lock().await;
         c.start_node(id)?;
-        (
-            c.client().await?,
-            c.peer_addr(id).to_string(),
-            c.client_addr(id),
-        )
+        (c.peer_addr(id).to_string(), c.client_addr(id))
     };
     let site = Cluster::site(id);
     retry("add_learner", || {
-        let (client, site, peer, client_addr) = (
-            client.clone(),
-            site.clone(),
-            peer.clone(),
-            client_addr.clone(),
-        );
+        let (site, peer, client_addr) = (site.clone(), peer.clone(), client_addr.clone());
         async move {
+            let client = leader_client(cluster).await?;
+            // Already a learner (an earlier attempt's outcome was unknown): go on.
+            let members = client.member_list().await?;
+            if members.members.iter().any(|m| m.id == id as u64) {
+                return Ok(());
+            }
             client
                 .add_learner(id as u64, &site, &peer, &client_addr, true)
                 .await?;
@@ -109,12 +126,17 @@ pub async fn readd(cluster: &Arc<Mutex<Cluster>>, id: usize) -> anyhow::Result<(
         }
     })
     .await?;
-    retry("promote_learner", || {
-        let client = client.clone();
-        async move {
+    retry("promote_learner", || async move {
+        let client = leader_client(cluster).await?;
+        let members = client.member_list().await?;
+        let voter = members
+            .members
+            .iter()
+            .any(|m| m.id == id as u64 && m.role == MemberRole::Voter as i32);
+        if !voter {
             client.promote_learner(id as u64).await?;
-            Ok(())
         }
+        Ok(())
     })
     .await?;
     Ok(())
