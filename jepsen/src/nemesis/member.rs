@@ -86,19 +86,22 @@ pub async fn remove(cluster: &Arc<Mutex<Cluster>>, id: usize) -> anyhow::Result<
     }
     let client = leader_client(cluster).await?;
     let outcome = client.remove_member(id as u64).await;
-    let removed = match outcome {
-        Ok(_) => true,
-        Err(e) => {
+    if let Err(e) = outcome {
+        // Unknown outcome: the change may still commit. Watch the leader's view for a while
+        // before concluding it did not happen.
+        let until = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
             let voters = leader_voters(cluster).await?;
-            if voters.contains(&(id as u64)) {
+            if !voters.contains(&(id as u64)) {
+                break;
+            }
+            if tokio::time::Instant::now() >= until {
                 return Err(e).with_context(|| format!("remove_member {id}"));
             }
-            true
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-    };
-    if removed {
-        cluster.lock().await.wipe(id)?;
     }
+    cluster.lock().await.wipe(id)?;
     Ok(())
 }
 
