@@ -244,8 +244,8 @@ impl RaftNetwork<TypeConfig> for PeerConn {
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
         if let Some(hint) = entries_hint(&rpc.entries, APPEND_MAX_BYTES) {
             // openraft sends up to max_payload_entries entries per RPC whatever their size;
-            // with large entries (grouped proposals, ImportFiles) that would exceed the peer
-            // message limit and fail forever. This makes it retry at once with fewer.
+            // with large entries (grouped proposals, ImportFiles) that cannot arrive within the
+            // RPC timeout. This makes it retry at once with fewer.
             return Err(RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint(hint),
             ));
@@ -270,8 +270,11 @@ impl RaftNetwork<TypeConfig> for PeerConn {
     }
 }
 
-/// Most command bytes one AppendEntries carries (the peer message limit is 64 MiB).
-pub const APPEND_MAX_BYTES: usize = 16 << 20;
+/// Most command bytes one AppendEntries carries. openraft 0.9 gives every AppendEntries the
+/// heartbeat interval as its timeout (`replication/mod.rs`), so a payload must cross the network
+/// and be fsynced by the follower within it; a larger one times out and is resent unchanged
+/// forever (a lagging follower or new learner never catches up; seen with 100 k imported files).
+pub const APPEND_MAX_BYTES: usize = 1 << 20;
 
 /// `Some(n)`: `entries` (more than one) carry more than `max` command bytes; send `n` instead.
 pub fn entries_hint(entries: &[crate::types::Entry], max: usize) -> Option<u64> {
