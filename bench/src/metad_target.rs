@@ -247,9 +247,7 @@ pub async fn run(a: &RunArgs) -> anyhow::Result<Report> {
     };
     let layout = Layout { prefix: a.prefix() };
     let setup_started = Instant::now();
-    if !a.no_setup {
-        setup(&writers, &layout, &a).await?;
-    }
+    setup(&writers, &layout, &a).await?;
     eprintln!(
         "metad setup ({}) done in {:.1}s under {}",
         w.name(),
@@ -276,11 +274,14 @@ async fn setup(writers: &[Client], layout: &Layout, a: &RunArgs) -> anyhow::Resu
     let w = a.workload;
     let c0 = &writers[0];
     ensure_silo(c0).await?;
-    let needs_keys = !matches!(w, Workload::Create | Workload::Rename);
-    let needs_tags = matches!(
-        w,
-        Workload::KvGet | Workload::TxnCas | Workload::Find | Workload::Mixed
-    );
+    // With --no-setup the keys (and their tags) exist already; the create directories and the
+    // rename files are made either way (idempotent).
+    let needs_keys = !a.no_setup && !matches!(w, Workload::Create | Workload::Rename);
+    let needs_tags = !a.no_setup
+        && matches!(
+            w,
+            Workload::KvGet | Workload::TxnCas | Workload::Find | Workload::Mixed
+        );
     if matches!(w, Workload::Create | Workload::Mixed) {
         for d in 0..CREATE_DIRS {
             c0.mkdir(&layout.create_dir(d), true).await?;

@@ -83,15 +83,21 @@ async fn load(
     let mut start = 0;
     while start < files {
         let end = (start + chunk).min(files);
+        let t = Instant::now();
         import(
             clients,
             (start..end).map(|j| layout.key(j)).collect(),
             inflight,
         )
         .await?;
+        let import_s = t.elapsed().as_secs_f64();
         if tags {
             tag_keys(clients, layout, start..end, &value(0, value_size), inflight).await?;
         }
+        eprintln!(
+            "  chunk: import {import_s:.1}s, tags {:.1}s",
+            t.elapsed().as_secs_f64() - import_s
+        );
         start = end;
         let s = started.elapsed().as_secs_f64();
         eprintln!(
@@ -291,19 +297,30 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     learner.start()?;
     let target = admin.node_status().await.map(|s| s.commit_index)?;
     let t = Instant::now();
-    admin
-        .add_learner(
-            4,
-            "site-d",
-            &format!("127.0.0.1:{pport}"),
-            &format!("127.0.0.1:{cport}"),
-            true,
-        )
-        .await?;
-    let lnode = admin.on_addr(&format!("127.0.0.1:{cport}"))?;
-    let ls = wait_applied(&lnode, target, Duration::from_secs(600)).await?;
+    let learner_res = async {
+        admin
+            .add_learner(
+                4,
+                "site-d",
+                &format!("127.0.0.1:{pport}"),
+                &format!("127.0.0.1:{cport}"),
+                true,
+            )
+            .await?;
+        eprintln!(
+            "add_learner returned after {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+        let lnode = admin.on_addr(&format!("127.0.0.1:{cport}"))?;
+        wait_applied(&lnode, target, Duration::from_secs(300)).await
+    }
+    .await;
     let learner_s = t.elapsed().as_secs_f64();
     let learner_rss = learner.rss_bytes().unwrap_or(0);
+    let (ls_snap, ls_applied, learner_err) = match &learner_res {
+        Ok(s) => (s.snapshot_index, s.applied_index, None),
+        Err(e) => (0, 0, Some(format!("{e:#}"))),
+    };
 
     println!(
         "scale: {} files, load {load_s:.1}s ({load_rate:.0} files/s), load1 {:.2}",
@@ -322,12 +339,13 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
         "restart to serving: graceful {:.2}s, after kill -9 {:.2}s",
         restarts[0], restarts[1]
     );
-    println!(
-        "learner caught up in {learner_s:.1}s (snapshot index {}, applied {}), learner RSS {:.0} MiB",
-        ls.snapshot_index,
-        ls.applied_index,
-        mib(learner_rss)
-    );
+    match &learner_err {
+        None => println!(
+            "learner caught up in {learner_s:.1}s (snapshot index {ls_snap}, applied {ls_applied}), learner RSS {:.0} MiB",
+            mib(learner_rss)
+        ),
+        Some(e) => println!("learner did not catch up after {learner_s:.1}s: {e}"),
+    }
     if a.json {
         let b: Vec<_> = benches
             .iter()
@@ -340,7 +358,8 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
                 "benches": b, "rss_bytes": rss, "leader_disk_bytes": disk,
                 "sm_bytes": sm, "raft_log_bytes": log, "snapshot_bytes": snap,
                 "restart_graceful_s": restarts[0], "restart_kill9_s": restarts[1],
-                "learner_catchup_s": learner_s, "learner_snapshot_index": ls.snapshot_index,
+                "learner_catchup_s": learner_s, "learner_snapshot_index": ls_snap,
+                "learner_error": learner_err,
                 "learner_rss_bytes": learner_rss, "load1": load1(),
             })
         );

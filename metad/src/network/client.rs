@@ -11,7 +11,8 @@ use metad_proto::raft::v1::raft_peer_client::RaftPeerClient;
 use metad_proto::raft::v1::{ForwardRequest, Payload, ReadIndexRequest};
 use metad_proto::ErrorDetails;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -241,6 +242,14 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        if let Some(hint) = entries_hint(&rpc.entries, APPEND_MAX_BYTES) {
+            // openraft sends up to max_payload_entries entries per RPC whatever their size;
+            // with large entries (grouped proposals, ImportFiles) that cannot arrive within the
+            // RPC timeout. This makes it retry at once with fewer.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
         self.call("append_entries", &rpc, option.hard_ttl()).await
     }
 
@@ -258,5 +267,65 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
         self.call("vote", &rpc, option.hard_ttl()).await
+    }
+}
+
+/// Most command bytes one AppendEntries carries. openraft 0.9 gives every AppendEntries the
+/// heartbeat interval as its timeout (`replication/mod.rs`), so a payload must cross the network
+/// and be fsynced by the follower within it; a larger one times out and is resent unchanged
+/// forever (a lagging follower or new learner never catches up; seen with 100 k imported files).
+pub const APPEND_MAX_BYTES: usize = 1 << 20;
+
+/// `Some(n)`: `entries` (more than one) carry more than `max` command bytes; send `n` instead.
+pub fn entries_hint(entries: &[crate::types::Entry], max: usize) -> Option<u64> {
+    use prost::Message;
+    if entries.len() < 2 {
+        return None;
+    }
+    let mut bytes = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        bytes += match &e.payload {
+            openraft::EntryPayload::Normal(c) => c.0.encoded_len(),
+            _ => 64,
+        };
+        if bytes > max {
+            return Some((i as u64).max(1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u64, bytes: usize) -> crate::types::Entry {
+        crate::types::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), i),
+            payload: openraft::EntryPayload::Normal(crate::types::LogCommand(
+                metad_proto::raft::v1::Command {
+                    client_id: "c".into(),
+                    seq: i,
+                    leader_time_ms: 1,
+                    op: Some(metad_proto::raft::v1::command::Op::RegisterPut(
+                        metad_proto::raft::v1::RegisterPut {
+                            key: "k".into(),
+                            value: vec![0; bytes],
+                        },
+                    )),
+                },
+            )),
+        }
+    }
+
+    #[test]
+    fn append_entries_over_the_byte_limit_ask_for_fewer() {
+        let small: Vec<_> = (1..=10).map(|i| entry(i, 100)).collect();
+        assert_eq!(entries_hint(&small, 10_000), None);
+        let big: Vec<_> = (1..=10).map(|i| entry(i, 3000)).collect();
+        assert_eq!(entries_hint(&big, 10_000), Some(3));
+        // One entry always goes, whatever its size.
+        assert_eq!(entries_hint(&big[..1], 10), None);
+        assert_eq!(entries_hint(&big[..2], 10), Some(1));
     }
 }

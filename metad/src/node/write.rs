@@ -28,7 +28,7 @@ pub(crate) fn now_ms() -> u64 {
 const BATCH_MAX: usize = 256;
 /// Most encoded bytes of commands folded into one log entry (ImportFiles carry up to 1000
 /// files each).
-const BATCH_MAX_BYTES: usize = 4 << 20;
+const BATCH_MAX_BYTES: usize = 1 << 20;
 /// Proposals in flight at once. openraft 0.9 appends each proposal to the log and waits for
 /// its fsync on its core task, one after another; commands that arrive meanwhile queue here
 /// and go out together as one entry.
