@@ -55,6 +55,21 @@ impl Op {
     pub fn is_invoke(&self) -> bool {
         self.kind == OpType::Invoke
     }
+
+    /// An entry at `index` with `time_ns = index * 1000`, no node and no error: the building
+    /// block of hand-made histories in the checkers' tests.
+    pub fn at(index: usize, process: u64, kind: OpType, f: &str, value: serde_json::Value) -> Op {
+        Op {
+            index: index as u64,
+            time_ns: index as u64 * 1000,
+            process,
+            kind,
+            f: f.to_string(),
+            value,
+            node: None,
+            error: None,
+        }
+    }
 }
 
 /// A whole history, in index order.

@@ -17,17 +17,7 @@ pub(crate) struct H {
 
 impl H {
     fn push(&mut self, p: u64, kind: OpType, f: &str, value: Value) {
-        let index = self.ops.len() as u64;
-        self.ops.push(Op {
-            index,
-            time_ns: index,
-            process: p,
-            kind,
-            f: f.to_string(),
-            value,
-            node: None,
-            error: None,
-        });
+        self.ops.push(Op::at(self.ops.len(), p, kind, f, value));
     }
     pub fn inv(&mut self, p: u64, f: &str, value: Value) -> &mut Self {
         self.open.insert(p, (f.to_string(), value.clone()));

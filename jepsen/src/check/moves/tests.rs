@@ -14,18 +14,12 @@ impl H {
         H { ops: Vec::new() }
     }
     fn push(&mut self, p: u64, kind: OpType, f: &str, v: Value) -> u64 {
-        let index = self.ops.len() as u64;
+        let index = self.ops.len();
         self.ops.push(Op {
-            index,
-            time_ns: index,
-            process: p,
-            kind,
-            f: f.into(),
-            value: v,
             node: Some(1),
-            error: None,
+            ..Op::at(index, p, kind, f, v)
         });
-        index
+        index as u64
     }
     fn begin(&mut self, p: u64, f: &str, v: Value) -> u64 {
         self.push(p, OpType::Invoke, f, v)

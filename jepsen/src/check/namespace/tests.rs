@@ -16,16 +16,10 @@ struct H {
 
 impl H {
     fn push(&mut self, process: u64, kind: OpType, f: &str, value: Value, error: Option<&str>) {
-        let index = self.ops.len() as u64;
         self.ops.push(Op {
-            index,
-            time_ns: index * 1000,
-            process,
-            kind,
-            f: f.into(),
-            value,
             node: Some(1),
             error: error.map(str::to_string),
+            ..Op::at(self.ops.len(), process, kind, f, value)
         });
     }
 

@@ -14,16 +14,9 @@ struct H {
 
 impl H {
     fn push(&mut self, process: u64, kind: OpType, f: &str, value: Value, node: Option<u32>) {
-        let index = self.ops.len() as u64;
         self.ops.push(Op {
-            index,
-            time_ns: index * 1000,
-            process,
-            kind,
-            f: f.into(),
-            value,
             node,
-            error: None,
+            ..Op::at(self.ops.len(), process, kind, f, value)
         });
     }
 
