@@ -105,6 +105,13 @@ pub async fn run(opts: RunOpts) -> anyhow::Result<RunOutcome> {
         extra_args,
         mutations: opts.mutations.clone(),
         faketime: opts.faults.contains(&Fault::Clock),
+        // The latency nemesis puts the peer round trip at 100 ± 50 ms: with a 50 ms heartbeat
+        // every AppendEntries would time out and nothing could commit (see jepsen/README.md).
+        heartbeat_ms: if opts.faults.contains(&Fault::Latency) {
+            250
+        } else {
+            50
+        },
     })
     .await?;
     let endpoints = cluster.endpoints();

@@ -39,6 +39,9 @@ pub struct ClusterOpts {
     pub mutations: Option<String>,
     /// Start nodes under libfaketime so that the clock nemesis can skew them.
     pub faketime: bool,
+    /// Raft heartbeat interval in ms. openraft 0.9 gives every AppendEntries one heartbeat
+    /// interval, so it must exceed the peer round trip (the latency nemesis adds ~100 ms).
+    pub heartbeat_ms: u64,
 }
 
 struct Node {
@@ -181,9 +184,9 @@ impl Cluster {
             format!("--listen-peer={}", SocketAddr::new(n.ip, n.peer_port)),
             format!("--advertise-peer={}", self.peer_addr(id)),
             "--listen-metrics=".to_string(),
-            "--heartbeat-ms=50".into(),
-            "--election-timeout-min-ms=300".into(),
-            "--election-timeout-max-ms=600".into(),
+            format!("--heartbeat-ms={}", self.opts.heartbeat_ms),
+            format!("--election-timeout-min-ms={}", self.opts.heartbeat_ms * 6),
+            format!("--election-timeout-max-ms={}", self.opts.heartbeat_ms * 12),
         ];
         if !n.join {
             args.push(format!("--initial-cluster={}", members.join(",")));
