@@ -100,6 +100,9 @@ async fn membership_changes_on_a_removed_or_follower_node_redirect_to_the_leader
         .into_iter()
         .find(|id| *id != leader)
         .unwrap_or(3);
+    // A committed write first: until the leader has committed an entry of its term, the
+    // initial membership is not committed and openraft refuses a change.
+    client.register_put("warm", b"1".to_vec()).await?;
     client.remove_member(victim).await?;
     let peer = cluster.node(victim).peer_addr().to_string();
     let addr = cluster.node(victim).client_addr().to_string();
