@@ -117,6 +117,9 @@ pub struct Config {
     /// A watcher whose stream buffer stays full this long (ms) is cut off with
     /// RESOURCE_EXHAUSTED, so a stuck reader cannot hold memory on the server.
     pub watch_slow_receiver_ms: u64,
+    /// Page cache of `sm.redb` in MiB (the node's largest memory use). Reads of pages outside
+    /// it go to the OS page cache; size it to the hot part of the namespace.
+    pub sm_cache_mib: u64,
     pub raft: RaftTuning,
 }
 
@@ -137,6 +140,7 @@ impl Default for Config {
             watch_history_revisions: 100_000,
             compaction_interval_ms: 10_000,
             watch_slow_receiver_ms: 10_000,
+            sm_cache_mib: crate::store::SM_CACHE_DEFAULT_MIB,
             raft: RaftTuning::default(),
         }
     }
@@ -223,6 +227,13 @@ impl Config {
         }
         if self.compaction_interval_ms < 100 {
             return Err(ConfigError("compaction_interval_ms: must be >= 100".into()));
+        }
+        if !(16..=1 << 20).contains(&self.sm_cache_mib) {
+            return Err(ConfigError(format!(
+                "sm_cache_mib: must be 16..={}, got {}",
+                1 << 20,
+                self.sm_cache_mib
+            )));
         }
         if self.request_timeout_ms < 100 {
             return Err(ConfigError("request_timeout_ms: must be >= 100".into()));

@@ -95,6 +95,9 @@ struct NodeArgs {
     /// Watch history kept, in revisions; older history answers COMPACTED.
     #[arg(long, env = "METAD_WATCH_HISTORY_REVISIONS")]
     watch_history_revisions: Option<u64>,
+    /// Page cache of sm.redb in MiB (default 1024): the node's largest memory use.
+    #[arg(long, env = "METAD_SM_CACHE_MIB")]
+    sm_cache_mib: Option<u64>,
 }
 
 impl NodeArgs {
@@ -119,7 +122,8 @@ impl NodeArgs {
             listen_metrics,
             request_timeout_ms,
             log_filter,
-            watch_history_revisions
+            watch_history_revisions,
+            sm_cache_mib
         );
         if self.advertise_client.is_some() {
             c.advertise_client = self.advertise_client.clone();

@@ -170,7 +170,8 @@ impl MetaNode {
         let id = config.node_id;
         let metrics =
             Arc::new(Metrics::new(id).map_err(|e| NodeError::Internal(format!("metrics: {e}")))?);
-        let (log, sm) = store::open(&DataDir::new(&config.data_dir)).await?;
+        let (log, sm) =
+            store::open_with_cache(&DataDir::new(&config.data_dir), config.sm_cache_mib).await?;
         let faults = opts.faults.unwrap_or_default();
         let peers = PeerClient::new(id, faults.clone(), metrics.clone());
         let raft = Raft::new(

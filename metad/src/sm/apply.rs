@@ -159,8 +159,12 @@ pub fn apply_command(kv: &mut impl KvWrite, cmd: &Command) -> Result<Reply, KvEr
         });
     }
     let rev = revision(kv)?;
-    let now = leader_time_ms(kv)?.max(cmd.leader_time_ms);
-    kv.put(Table::Meta, META_LEADER_TIME, &now.to_be_bytes())?;
+    let stored_time = leader_time_ms(kv)?;
+    let now = stored_time.max(cmd.leader_time_ms);
+    // Commands of one leader batch carry the same time: write it once, not per command.
+    if now != stored_time {
+        kv.put(Table::Meta, META_LEADER_TIME, &now.to_be_bytes())?;
+    }
     session::sweep(kv, now)?;
     ensure_root(kv)?;
 

@@ -110,13 +110,18 @@ pub fn record(
             ..Default::default()
         },
     };
-    if info.count > 0 || info.last_seen_ms > 0 {
-        kv.delete(Table::ClientExpiry, &expiry_key(info.last_seen_ms, client))?;
-    }
+    let had_expiry = info.count > 0 || info.last_seen_ms > 0;
+    let old_seen = info.last_seen_ms;
     kv.put(Table::Sessions, &reply_key(client, seq), reply)?;
     info.count += 1;
     info.max_seq = info.max_seq.max(seq);
     info.last_seen_ms = info.last_seen_ms.max(now_ms);
+    // The expiry row moves only when the client's last-seen time does (not for a second
+    // command of one leader batch, which carries the same time).
+    let move_expiry = !had_expiry || info.last_seen_ms != old_seen;
+    if had_expiry && move_expiry {
+        kv.delete(Table::ClientExpiry, &expiry_key(old_seen, client))?;
+    }
     // Evict the oldest replies beyond the bound; remember the horizon.
     while info.count > SESSION_REPLIES_PER_CLIENT {
         let prefix = client_prefix(client);
@@ -133,11 +138,13 @@ pub fn record(
         info.count -= 1;
     }
     kv.put(Table::Clients, client.as_bytes(), &info.encode())?;
-    kv.put(
-        Table::ClientExpiry,
-        &expiry_key(info.last_seen_ms, client),
-        &[],
-    )?;
+    if move_expiry {
+        kv.put(
+            Table::ClientExpiry,
+            &expiry_key(info.last_seen_ms, client),
+            &[],
+        )?;
+    }
     Ok(())
 }
 

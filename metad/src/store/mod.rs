@@ -7,6 +7,7 @@ pub mod log;
 pub mod redb_kv;
 pub mod snapshot;
 pub mod state_machine;
+pub mod writeback;
 
 use std::path::{Path, PathBuf};
 
@@ -152,12 +153,24 @@ impl DataDir {
     }
 }
 
-/// Opens both stores of a node.
+/// Default page cache of `sm.redb` (`Config::sm_cache_mib`).
+pub const SM_CACHE_DEFAULT_MIB: u64 = 1024;
+
+/// Opens both stores of a node with the default state-machine cache.
 pub async fn open(dir: &DataDir) -> Result<(LogStore, SmStore), StoreError> {
+    open_with_cache(dir, SM_CACHE_DEFAULT_MIB).await
+}
+
+/// Opens both stores of a node, the state machine with a `sm_cache_mib` MiB page cache.
+pub async fn open_with_cache(
+    dir: &DataDir,
+    sm_cache_mib: u64,
+) -> Result<(LogStore, SmStore), StoreError> {
     std::fs::create_dir_all(&dir.root)?;
     std::fs::create_dir_all(dir.snapshots())?;
     let log = LogStore::open(&dir.log_db())?;
-    let sm = SmStore::open(&dir.sm_db(), &dir.snapshots())?;
+    let cache = usize::try_from(sm_cache_mib << 20).unwrap_or(usize::MAX);
+    let sm = SmStore::open_with_cache(&dir.sm_db(), &dir.snapshots(), cache)?;
     Ok((log, sm))
 }
 
