@@ -177,6 +177,36 @@ async fn wait_applied(
     }
 }
 
+/// Waits until no node has a snapshot due (applied - snapshot index < `every`): after a bulk
+/// load each node builds a snapshot of the whole state machine in the background (1.5 GB at
+/// 1 M files), which would otherwise run during — and slow — the benchmarks that follow.
+/// Returns the seconds waited.
+async fn wait_snapshots_settled(
+    admin: &Client,
+    nodes: usize,
+    every: u64,
+    timeout: Duration,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    loop {
+        let mut due = Vec::new();
+        for i in 0..nodes {
+            let s = admin.on_endpoint(i)?.node_status().await?;
+            if s.applied_index.saturating_sub(s.snapshot_index) >= every {
+                due.push((i + 1, s.applied_index, s.snapshot_index));
+            }
+        }
+        if due.is_empty() {
+            return Ok(t.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(
+            t.elapsed() < timeout,
+            "snapshots still due after {timeout:?} (node, applied, snapshot): {due:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
@@ -201,14 +231,22 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     let load_s = load(&clients, &layout, a.files, a.inflight, true, 256).await?;
     let load_rate = a.files as f64 / load_s;
 
-    // 2. Benchmarks against the loaded namespace.
+    let mut admin_cfg = ClientConfig::new(eps.iter().cloned());
+    admin_cfg.total_timeout = Duration::from_secs(900);
+    admin_cfg.request_timeout = Duration::from_secs(10);
+    let admin = Client::connect(admin_cfg).await?;
+
+    // 2. Benchmarks against the loaded namespace, each once no snapshot build is due.
     let mut benches = Vec::new();
+    let mut settle_s = 0.0;
     for (w, cons) in [
         (Workload::Create, ConsistencyArg::Linearizable),
         (Workload::Stat, ConsistencyArg::Linearizable),
         (Workload::Stat, ConsistencyArg::Serializable),
         (Workload::KvGet, ConsistencyArg::Linearizable),
     ] {
+        settle_s +=
+            wait_snapshots_settled(&admin, 3, a.snapshot_after, Duration::from_secs(600)).await?;
         let r = metad_target::run(&RunArgs {
             target: Target::Metad,
             endpoints: eps.clone(),
@@ -250,10 +288,6 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
 
     // 4. Restart a follower: SIGTERM, start, time until it serves at the leader's index.
     let follower = (1..=3u64).find(|i| *i != leader).unwrap_or(1);
-    let mut admin_cfg = ClientConfig::new(eps.iter().cloned());
-    admin_cfg.total_timeout = Duration::from_secs(900);
-    admin_cfg.request_timeout = Duration::from_secs(10);
-    let admin = Client::connect(admin_cfg).await?;
     let fnode = admin.on_endpoint((follower - 1) as usize)?;
     let mut restarts = Vec::new();
     for crash in [false, true] {
@@ -323,7 +357,8 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     };
 
     println!(
-        "scale: {} files, load {load_s:.1}s ({load_rate:.0} files/s), load1 {:.2}",
+        "scale: {} files, load {load_s:.1}s ({load_rate:.0} files/s), load1 {:.2}; \
+         waited {settle_s:.1}s in all for background snapshots before the benchmarks",
         a.files,
         load1()
     );
@@ -355,6 +390,7 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
             "{}",
             json!({
                 "files": a.files, "load_s": load_s, "load_files_per_s": load_rate,
+                "snapshot_settle_s": settle_s,
                 "benches": b, "rss_bytes": rss, "leader_disk_bytes": disk,
                 "sm_bytes": sm, "raft_log_bytes": log, "snapshot_bytes": snap,
                 "restart_graceful_s": restarts[0], "restart_kill9_s": restarts[1],

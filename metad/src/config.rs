@@ -328,6 +328,15 @@ mod tests {
             .expect_err("must fail")
             .to_string()
             .contains("election"));
+        for bad in [0, 15, (1 << 20) + 1] {
+            let c = Config {
+                sm_cache_mib: bad,
+                ..Default::default()
+            };
+            let e = c.validate().expect_err("must fail").to_string();
+            assert!(e.contains("sm_cache_mib") && e.contains("16..="), "{e}");
+        }
+        assert!(Config::from_toml("sm_cache_mib = 64\n").is_ok());
         assert!(Config::default().validate().is_ok());
     }
 

@@ -223,6 +223,26 @@ mod tests {
     }
 
     #[test]
+    fn one_expiry_row_per_client_that_follows_its_last_time() {
+        let mut kv = MemKv::default();
+        let rows = |kv: &MemKv| -> Vec<Vec<u8>> {
+            kv.tables
+                .get(&Table::ClientExpiry)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        // Two commands at one leader time (one batch), then a later one.
+        record(&mut kv, "c", 1, 500, b"r").expect("record");
+        record(&mut kv, "c", 2, 500, b"r").expect("record");
+        assert_eq!(rows(&kv), vec![expiry_key(500, "c")]);
+        record(&mut kv, "c", 3, 900, b"r").expect("record");
+        assert_eq!(rows(&kv), vec![expiry_key(900, "c")]);
+        // An older time never moves it back.
+        record(&mut kv, "c", 4, 700, b"r").expect("record");
+        assert_eq!(rows(&kv), vec![expiry_key(900, "c")]);
+    }
+
+    #[test]
     fn idle_clients_are_swept_by_leader_time() {
         let mut kv = MemKv::default();
         record(&mut kv, "old", 1, 1_000, b"r").expect("record");

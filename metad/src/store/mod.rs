@@ -11,6 +11,8 @@ pub mod writeback;
 
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use redb::{Database, ReadableDatabase, TableDefinition};
 
 pub use log::LogStore;
@@ -84,9 +86,26 @@ impl From<postcard::Error> for StoreError {
 }
 
 /// Opens (or creates) a redb file and checks/stamps its format version.
+/// Full repairs (a walk of the whole file) run by this process when opening a redb file that
+/// was not closed cleanly and whose last commit did not record its allocator state.
+static FULL_REPAIRS: AtomicU64 = AtomicU64::new(0);
+
+/// Full repairs run by this process so far (see `open_db`).
+pub fn full_repairs() -> u64 {
+    FULL_REPAIRS.load(Ordering::Relaxed)
+}
+
 pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+    let shown = path.display().to_string();
     let db = Database::builder()
         .set_cache_size(cache_bytes)
+        .set_repair_callback(move |session| {
+            // Called as the repair starts and then with its progress.
+            if session.progress() == 0.0 {
+                FULL_REPAIRS.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(file = %shown, "not closed cleanly: repairing (walks the whole file)");
+            }
+        })
         .create(path)
         .map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
