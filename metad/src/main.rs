@@ -95,7 +95,7 @@ struct NodeArgs {
     /// Watch history kept, in revisions; older history answers COMPACTED.
     #[arg(long, env = "METAD_WATCH_HISTORY_REVISIONS")]
     watch_history_revisions: Option<u64>,
-    /// Page cache of sm.redb in MiB (default 1024): the node's largest memory use.
+    /// Page cache of sm.redb in MiB (default 256): the node's largest memory use.
     #[arg(long, env = "METAD_SM_CACHE_MIB")]
     sm_cache_mib: Option<u64>,
 }

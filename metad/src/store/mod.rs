@@ -173,7 +173,7 @@ impl DataDir {
 }
 
 /// Default page cache of `sm.redb` (`Config::sm_cache_mib`).
-pub const SM_CACHE_DEFAULT_MIB: u64 = 1024;
+pub const SM_CACHE_DEFAULT_MIB: u64 = 256;
 
 /// Opens both stores of a node with the default state-machine cache.
 pub async fn open(dir: &DataDir) -> Result<(LogStore, SmStore), StoreError> {
