@@ -2,27 +2,12 @@
 //! commits (at least every `DURABLE_EVERY`), a snapshot is only built from durable state, and
 //! closing the store makes the tail durable, so a reopened store has every applied entry.
 
+mod common;
+
 use metad::store::{self, DataDir};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 
-fn put(seq: u64, key: &str) -> metad::types::Entry {
-    metad::types::Entry {
-        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), seq),
-        payload: openraft::EntryPayload::Normal(metad::types::LogCommand(
-            metad_proto::raft::v1::Command {
-                client_id: "t".into(),
-                seq,
-                leader_time_ms: 1,
-                op: Some(metad_proto::raft::v1::command::Op::RegisterPut(
-                    metad_proto::raft::v1::RegisterPut {
-                        key: key.into(),
-                        value: b"v".to_vec(),
-                    },
-                )),
-            },
-        )),
-    }
-}
+use common::register_put as put;
 
 #[test]
 fn applies_between_durable_commits_are_flushed_by_snapshot_and_close() {

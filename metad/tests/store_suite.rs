@@ -1,6 +1,8 @@
 //! openraft's storage conformance suite against the redb log and state-machine stores, plus
 //! metad's own durability checks on them.
 
+mod common;
+
 use metad::store::{self, DataDir, LogStore, SmStore};
 use metad::types::{StorageError, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
@@ -58,22 +60,7 @@ fn failed_snapshot_install_keeps_the_old_state() {
         let (_log, mut src) = store::open(&DataDir::new(src_dir.path()))
             .await
             .expect("open");
-        let cmd = |seq: u64, key: &str| metad::types::Entry {
-            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), seq),
-            payload: openraft::EntryPayload::Normal(metad::types::LogCommand(
-                metad_proto::raft::v1::Command {
-                    client_id: "t".into(),
-                    seq,
-                    leader_time_ms: 1,
-                    op: Some(metad_proto::raft::v1::command::Op::RegisterPut(
-                        metad_proto::raft::v1::RegisterPut {
-                            key: key.into(),
-                            value: b"v".to_vec(),
-                        },
-                    )),
-                },
-            )),
-        };
+        let cmd = common::register_put;
         src.apply(vec![cmd(1, "a"), cmd(2, "b")])
             .await
             .expect("apply");
