@@ -50,6 +50,16 @@ impl H {
         self.complete(p, kind, f, v);
     }
 
+    /// An op that succeeded (see `op`).
+    fn ok(&mut self, f: &str, inv: Value, done: Value) {
+        self.op(OpType::Ok, f, inv, done);
+    }
+
+    /// A successful `f` on `path` answered at revision `rev` about inode `ino`.
+    fn ok_at(&mut self, f: &str, path: &str, rev: u64, ino: u64) {
+        self.ok(f, json!({"path": path}), json!({"rev": rev, "ino": ino}));
+    }
+
     fn obs(&mut self, f: &str, value: Value) {
         self.push(999, OpType::Ok, f, value, None);
     }
@@ -235,12 +245,7 @@ fn missing_log_is_unknown() {
 #[test]
 fn acknowledged_write_missing_from_log_is_lost() {
     let mut h = valid();
-    h.op(
-        OpType::Ok,
-        "create",
-        json!({"path": "/b/d0/n"}),
-        json!({"rev": 13, "ino": 20}),
-    );
+    h.ok_at("create", "/b/d0/n", 13, 20);
     assert_finds(&h, "lost-write");
 }
 
@@ -248,12 +253,7 @@ fn acknowledged_write_missing_from_log_is_lost() {
 fn write_at_another_revision_is_wrong_revision() {
     let mut h = H::default();
     h.start();
-    h.op(
-        OpType::Ok,
-        "create",
-        json!({"path": "/b/d0/x"}),
-        json!({"rev": 7, "ino": 11}),
-    );
+    h.ok_at("create", "/b/d0/x", 7, 11);
     h.ev(6, "created", "/b/d0/x", "", 11, "file");
     h.ev(7, "created", "/b/d0/y", "", 12, "dir");
     h.obs("log-end", json!({"rev": 7}));
@@ -264,12 +264,7 @@ fn write_at_another_revision_is_wrong_revision() {
 fn wrong_inode_is_wrong_revision() {
     let mut h = H::default();
     h.start();
-    h.op(
-        OpType::Ok,
-        "create",
-        json!({"path": "/b/d0/x"}),
-        json!({"rev": 6, "ino": 99}),
-    );
+    h.ok_at("create", "/b/d0/x", 6, 99);
     h.ev(6, "created", "/b/d0/x", "", 11, "file");
     h.obs("log-end", json!({"rev": 6}));
     assert_finds(&h, "wrong-revision");
@@ -301,14 +296,8 @@ fn change_without_operation_is_phantom() {
 fn read_disagreeing_with_replay_is_wrong_read() {
     let mut h = H::default();
     h.start();
-    h.op(
-        OpType::Ok,
-        "create",
-        json!({"path": "/b/d0/x"}),
-        json!({"rev": 6, "ino": 11}),
-    );
-    h.op(
-        OpType::Ok,
+    h.ok_at("create", "/b/d0/x", 6, 11);
+    h.ok(
         "read_dir",
         json!({"path": "/b/d0"}),
         json!({"rev": 6, "entries": []}),
@@ -321,8 +310,7 @@ fn read_disagreeing_with_replay_is_wrong_read() {
 #[test]
 fn stat_of_wrong_inode_is_wrong_read() {
     let mut h = valid();
-    h.op(
-        OpType::Ok,
+    h.ok(
         "stat",
         json!({"path": "/b/d0/y"}),
         json!({"rev": 12, "ino": 11, "kind": "file"}),
@@ -334,15 +322,9 @@ fn stat_of_wrong_inode_is_wrong_read() {
 fn read_older_than_an_acknowledged_write_is_stale() {
     let mut h = H::default();
     h.start();
-    h.op(
-        OpType::Ok,
-        "create",
-        json!({"path": "/b/d0/x"}),
-        json!({"rev": 6, "ino": 11}),
-    );
+    h.ok_at("create", "/b/d0/x", 6, 11);
     // Correct for rev 5, but invoked after rev 6 was acknowledged.
-    h.op(
-        OpType::Ok,
+    h.ok(
         "read_dir",
         json!({"path": "/b/d0"}),
         json!({"rev": 5, "entries": []}),
@@ -356,12 +338,7 @@ fn read_older_than_an_acknowledged_write_is_stale() {
 fn refusal_no_state_justifies_is_reported() {
     let mut h = H::default();
     h.start();
-    h.op(
-        OpType::Ok,
-        "create",
-        json!({"path": "/b/d0/x"}),
-        json!({"rev": 6, "ino": 11}),
-    );
+    h.ok_at("create", "/b/d0/x", 6, 11);
     h.op(
         OpType::Fail,
         "unlink",
@@ -379,12 +356,7 @@ fn refusal_justified_inside_a_concurrent_window_passes() {
     h.start();
     // unlink runs concurrently with the create: NOT_FOUND is justified by rev 5.
     let u = h.invoke("unlink", json!({"path": "/b/d0/x"}));
-    h.op(
-        OpType::Ok,
-        "create",
-        json!({"path": "/b/d0/x"}),
-        json!({"rev": 6, "ino": 11}),
-    );
+    h.ok_at("create", "/b/d0/x", 6, 11);
     h.complete(
         u,
         OpType::Fail,
@@ -400,12 +372,7 @@ fn refusal_justified_inside_a_concurrent_window_passes() {
 fn move_into_own_subtree_is_a_cycle() {
     let mut h = H::default();
     h.start();
-    h.op(
-        OpType::Ok,
-        "mkdir",
-        json!({"path": "/b/d0/y"}),
-        json!({"rev": 6, "ino": 12}),
-    );
+    h.ok_at("mkdir", "/b/d0/y", 6, 12);
     let p = h.invoke(
         "rename",
         json!({"src": "/b/d0", "dst": "/b/d0/y/d0", "mode": "replace"}),
@@ -426,18 +393,8 @@ fn move_into_own_subtree_is_a_cycle() {
 fn deleting_a_non_empty_directory_orphans() {
     let mut h = H::default();
     h.start();
-    h.op(
-        OpType::Ok,
-        "create",
-        json!({"path": "/b/d0/x"}),
-        json!({"rev": 6, "ino": 11}),
-    );
-    h.op(
-        OpType::Ok,
-        "rmdir",
-        json!({"path": "/b/d0"}),
-        json!({"rev": 7, "ino": 10}),
-    );
+    h.ok_at("create", "/b/d0/x", 6, 11);
+    h.ok_at("rmdir", "/b/d0", 7, 10);
     h.ev(6, "created", "/b/d0/x", "", 11, "file");
     h.ev(7, "deleted", "/b/d0", "", 10, "dir");
     h.obs("log-end", json!({"rev": 7}));
@@ -448,18 +405,8 @@ fn deleting_a_non_empty_directory_orphans() {
 fn second_object_under_one_name_is_duplicate() {
     let mut h = H::default();
     h.start();
-    h.op(
-        OpType::Ok,
-        "create",
-        json!({"path": "/b/d0/x"}),
-        json!({"rev": 6, "ino": 11}),
-    );
-    h.op(
-        OpType::Ok,
-        "create",
-        json!({"path": "/b/d0/x"}),
-        json!({"rev": 7, "ino": 12}),
-    );
+    h.ok_at("create", "/b/d0/x", 6, 11);
+    h.ok_at("create", "/b/d0/x", 7, 12);
     h.ev(6, "created", "/b/d0/x", "", 11, "file");
     h.ev(7, "created", "/b/d0/x", "", 12, "file");
     h.obs("log-end", json!({"rev": 7}));
@@ -470,8 +417,7 @@ fn second_object_under_one_name_is_duplicate() {
 fn final_read_missing_a_directory_is_reported() {
     let mut h = H::default();
     h.start();
-    h.op(
-        OpType::Ok,
+    h.ok(
         "read_dir",
         json!({"path": "/b", "final": true}),
         json!({"rev": 5, "entries": [["d0", 10, "dir"]]}),
@@ -520,12 +466,7 @@ fn model_refusals_follow_metad_rules() {
 fn info_write_cannot_explain_an_earlier_change() {
     let mut h = H::default();
     h.start();
-    h.op(
-        OpType::Ok,
-        "mkdir",
-        json!({"path": "/b/d0/y"}),
-        json!({"rev": 7, "ino": 12}),
-    );
+    h.ok_at("mkdir", "/b/d0/y", 7, 12);
     // Invoked after rev 7 was acknowledged: it cannot be the change at rev 6.
     let p = h.invoke("create", json!({"path": "/b/d0/x"}));
     h.complete(p, OpType::Info, "create", json!({"path": "/b/d0/x"}));
