@@ -61,6 +61,20 @@ macro_rules! shade {
     };
 }
 
+/// Draws the legend and writes the file (a macro: the two charts have different coordinate
+/// types, latency being log-scaled).
+macro_rules! finish {
+    ($chart:expr, $root:expr) => {
+        $chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        $root.present().map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    };
+}
+
 /// Writes `latency.svg` and `throughput.svg` into `dir`.
 pub fn write_plots(dir: &Path, history: &History, faults: &[FaultRecord]) -> anyhow::Result<()> {
     let points = latencies(history);
@@ -113,13 +127,7 @@ pub fn write_plots(dir: &Path, history: &History, faults: &[FaultRecord]) -> any
             .label(format!("{kind:?}").to_lowercase())
             .legend(move |(x, y)| Circle::new((x, y), 3, c.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
+    finish!(chart, root);
     drop(chart);
     drop(root);
 
@@ -179,12 +187,6 @@ pub fn write_plots(dir: &Path, history: &History, faults: &[FaultRecord]) -> any
             .label(format!("{kind:?}").to_lowercase())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], c.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
+    finish!(chart, root);
     Ok(())
 }
