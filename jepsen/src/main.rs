@@ -285,21 +285,13 @@ fn main() -> ExitCode {
     // Ctrl-C ends the run; dropping the runtime drops the cluster, which kills the nodes
     // and removes the namespaces.
     let code = rt.block_on(async {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
         tokio::select! {
             code = main_async(cli) => code,
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("metad-jepsen: interrupted; tearing down");
                 ExitCode::from(130)
             }
-            _ = term => {
+            _ = metad_client::agent::cmd::sigterm() => {
                 eprintln!("metad-jepsen: terminated; tearing down");
                 ExitCode::from(143)
             }

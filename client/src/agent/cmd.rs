@@ -243,19 +243,21 @@ async fn registered_root(client: &Client, silo: &str) -> Result<PathBuf, ClientE
     Ok(root)
 }
 
+/// Completes on SIGTERM (never, if the handler cannot be installed).
+pub async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending::<()>().await,
+    }
+}
+
 /// Completes on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+        _ = sigterm() => {}
     }
     tracing::info!("shutdown requested");
 }
