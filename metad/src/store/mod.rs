@@ -188,8 +188,7 @@ pub async fn open_with_cache(
     std::fs::create_dir_all(&dir.root)?;
     std::fs::create_dir_all(dir.snapshots())?;
     let log = LogStore::open(&dir.log_db())?;
-    let cache = usize::try_from(sm_cache_mib << 20).unwrap_or(usize::MAX);
-    let sm = SmStore::open_with_cache(&dir.sm_db(), &dir.snapshots(), cache)?;
+    let sm = SmStore::open_with_cache(&dir.sm_db(), &dir.snapshots(), sm_cache_mib)?;
     Ok((log, sm))
 }
 

@@ -114,16 +114,16 @@ impl From<KvError> for StoreError {
 
 impl SmStore {
     pub fn open(path: &Path, snap_dir: &Path) -> Result<SmStore, StoreError> {
-        let cache = usize::try_from(super::SM_CACHE_DEFAULT_MIB << 20).unwrap_or(usize::MAX);
-        SmStore::open_with_cache(path, snap_dir, cache)
+        SmStore::open_with_cache(path, snap_dir, super::SM_CACHE_DEFAULT_MIB)
     }
 
-    /// Opens `sm.redb` with a page cache of `cache_bytes`.
+    /// Opens `sm.redb` with a page cache of `cache_mib` MiB.
     pub fn open_with_cache(
         path: &Path,
         snap_dir: &Path,
-        cache_bytes: usize,
+        cache_mib: u64,
     ) -> Result<SmStore, StoreError> {
+        let cache_bytes = usize::try_from(cache_mib << 20).unwrap_or(usize::MAX);
         let db = open_db(path, cache_bytes)?;
         {
             let w = begin_durable(&db)?;
