@@ -12,6 +12,7 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
@@ -31,6 +32,14 @@ const K_PURGED: &str = "last_purged";
 
 /// At most this many queued operations are folded into one transaction.
 const MAX_BATCH: usize = 1024;
+
+/// The committed index is written at most this often, inside a transaction that is committed
+/// anyway (an append, vote, truncate or purge), and when the store closes. openraft saves it on
+/// every commit advance, but it only shortens recovery (entries up to it are re-applied at
+/// start-up) and an older value is safe. A transaction of its own per advance cost every node
+/// a second fsync per write; a write of it inside each append transaction added pages to the
+/// fsync that every write waits for.
+const COMMITTED_EVERY: Duration = Duration::from_secs(1);
 
 enum Op {
     Append {
@@ -56,13 +65,22 @@ struct Shared {
     db: Database,
     /// Appended but not yet committed to redb: index -> (log id, encoded entry).
     unflushed: Mutex<BTreeMap<u64, (LogId, Vec<u8>)>>,
-    /// Group-commit statistics for metrics/benchmarks: (transactions, operations).
-    stats: Mutex<(u64, u64)>,
+    /// Group-commit statistics for tests and benchmarks.
+    stats: Mutex<LogStats>,
     /// Last committed index openraft told us about (persisted via save_committed).
     committed: std::sync::atomic::AtomicU64,
     /// The last value given to save_committed (queued for the writer; read_committed answers
     /// it even before the writer has committed it).
     last_committed: Mutex<Option<Option<LogId>>>,
+}
+
+/// Counters of the log writer: `operations / transactions` is the group-commit factor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Write transactions committed, each with one fsync.
+    pub transactions: u64,
+    /// Operations (appends, meta saves, truncates, purges) folded into them.
+    pub operations: u64,
 }
 
 /// Handle to the log store; cheap to clone (readers share it).
@@ -84,7 +102,7 @@ impl LogStore {
         let shared = Arc::new(Shared {
             db,
             unflushed: Mutex::new(BTreeMap::new()),
-            stats: Mutex::new((0, 0)),
+            stats: Mutex::new(LogStats::default()),
             committed: std::sync::atomic::AtomicU64::new(0),
             last_committed: Mutex::new(None),
         });
@@ -103,9 +121,9 @@ impl LogStore {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// (write transactions, operations) committed so far: ops/txn is the group-commit factor.
-    pub fn group_commit_stats(&self) -> (u64, u64) {
-        self.shared.stats.lock().map(|g| *g).unwrap_or((0, 0))
+    /// What the writer has committed so far.
+    pub fn stats(&self) -> LogStats {
+        self.shared.stats.lock().map(|g| *g).unwrap_or_default()
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -166,6 +184,9 @@ impl LogStore {
 }
 
 fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
+    // The newest committed index not yet written, and when it was last written.
+    let mut pending: Option<Option<Vec<u8>>> = None;
+    let mut written_at = Instant::now();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -174,12 +195,42 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        let result = commit_batch(&shared.db, &batch).map_err(|e| e.to_string());
-        if let Ok(mut s) = shared.stats.lock() {
-            s.0 += 1;
-            s.1 += batch.len() as u64;
-        }
+        let operations = batch.len() as u64;
+        let mut absorbed = Vec::new();
+        let mut ops = Vec::with_capacity(batch.len());
         for op in batch {
+            match op {
+                Op::Meta { key, value, done } if key == K_COMMITTED => {
+                    pending = Some(value);
+                    absorbed.push(done);
+                }
+                op => ops.push(op),
+            }
+        }
+        let mut result = Ok(());
+        if !ops.is_empty() {
+            let committed = if written_at.elapsed() >= COMMITTED_EVERY {
+                pending.take()
+            } else {
+                None
+            };
+            result = commit_batch(&shared.db, &ops, committed.as_ref()).map_err(|e| e.to_string());
+            if committed.is_some() {
+                if result.is_ok() {
+                    written_at = Instant::now();
+                } else if pending.is_none() {
+                    pending = committed;
+                }
+            }
+        }
+        if let Ok(mut s) = shared.stats.lock() {
+            s.transactions += u64::from(!ops.is_empty());
+            s.operations += operations;
+        }
+        for done in absorbed {
+            let _ = done.send(Ok(()));
+        }
+        for op in ops {
             match op {
                 Op::Append { entries, done } => {
                     if let Ok(mut u) = shared.unflushed.lock() {
@@ -197,15 +248,34 @@ fn writer_loop(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
             }
         }
     }
+    if let Some(committed) = pending {
+        if let Err(e) = commit_batch(&shared.db, &[], Some(&committed)) {
+            tracing::warn!(error = %e, "final save of the committed index failed");
+        }
+    }
 }
 
-fn commit_batch(db: &Database, batch: &[Op]) -> Result<(), StoreError> {
+/// Commits `batch` (and the committed index, if given) in one transaction with one fsync.
+fn commit_batch(
+    db: &Database,
+    batch: &[Op],
+    committed: Option<&Option<Vec<u8>>>,
+) -> Result<(), StoreError> {
     let mut w = db.begin_write()?;
     w.set_durability(Durability::Immediate)
         .map_err(|e| StoreError::Redb(e.to_string()))?;
     {
         let mut log = w.open_table(LOG)?;
         let mut meta = w.open_table(LOG_META)?;
+        match committed {
+            Some(Some(v)) => {
+                meta.insert(K_COMMITTED, v.as_slice())?;
+            }
+            Some(None) => {
+                meta.remove(K_COMMITTED)?;
+            }
+            None => {}
+        }
         for op in batch {
             match op {
                 Op::Append { entries, .. } => {
