@@ -60,7 +60,8 @@ pub struct RaftTuning {
     pub election_timeout_min_ms: u64,
     /// Maximum election timeout (randomised between min and max).
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot after this many entries since the last one.
+    /// Build a snapshot after this many entries since the last one (and no sooner after the
+    /// last build than 10 times as long as it took: see `node::snapshots`).
     pub snapshot_after_entries: u64,
     /// Entries kept in the log behind the last snapshot (lets lagging followers catch up
     /// without a snapshot).
@@ -214,6 +215,11 @@ impl Config {
                 "raft.election_timeout_max_ms: must be greater than election_timeout_min_ms".into(),
             ));
         }
+        if r.snapshot_after_entries == 0 {
+            return Err(ConfigError(
+                "raft.snapshot_after_entries: must be >= 1".into(),
+            ));
+        }
         if r.snapshot_chunk_bytes < 1024 {
             return Err(ConfigError(
                 "raft.snapshot_chunk_bytes: must be >= 1024".into(),
@@ -277,7 +283,8 @@ impl Config {
             heartbeat_interval: r.heartbeat_ms,
             election_timeout_min: r.election_timeout_min_ms,
             election_timeout_max: r.election_timeout_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+            // Snapshots are scheduled by node::snapshots (entry count and build-time spacing).
+            snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
             snapshot_max_chunk_size: r.snapshot_chunk_bytes,
             install_snapshot_timeout: 30_000,

@@ -2,8 +2,8 @@
 //! in tests), served as text on the metrics port. Names are `metad_*` with units.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -19,6 +19,7 @@ pub struct Metrics {
     pub log_size_bytes: IntGauge,
     pub sm_size_bytes: IntGauge,
     pub snapshot_size_bytes: IntGauge,
+    pub snapshot_build_seconds: Gauge,
     pub proposal_seconds: Histogram,
     pub proposal_batch: Histogram,
     pub read_index_seconds: Histogram,
@@ -84,7 +85,13 @@ impl Metrics {
             "Watch streams cut off because the receiver stopped reading",
         )?;
         registry.register(Box::new(watch_cutoffs.clone()))?;
+        let snapshot_build_seconds = Gauge::new(
+            "metad_snapshot_build_seconds",
+            "How long the last snapshot this node built took (trigger to built)",
+        )?;
+        registry.register(Box::new(snapshot_build_seconds.clone()))?;
         Ok(Metrics {
+            snapshot_build_seconds,
             watch_streams: g("metad_watch_streams", "Open watch streams")?,
             watch_cutoffs,
             raft_term: g("metad_raft_term", "Current Raft term")?,

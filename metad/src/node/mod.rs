@@ -4,6 +4,7 @@
 
 pub mod maintenance;
 mod read;
+pub mod snapshots;
 mod status;
 mod write;
 
@@ -279,6 +280,7 @@ impl MetaNode {
             core.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(snapshots::run(core.clone(), stop_rx.clone())));
 
         bootstrap(&core).await?;
         tracing::info!(node_id = id, site = %core.info.site, client = %client_addr, peer = %peer_addr, "metad node started");
