@@ -177,9 +177,10 @@ async fn wait_applied(
     }
 }
 
-/// Waits until no node has a snapshot due (applied - snapshot index < `every`): after a bulk
-/// load each node builds a snapshot of the whole state machine in the background (1.5 GB at
-/// 1 M files), which would otherwise run during — and slow — the benchmarks that follow.
+/// Waits until no node has `every` entries beyond its snapshot: after a bulk load each node
+/// builds a snapshot of the whole state machine in the background (1.5 GB at 1 M files), which
+/// would otherwise run during — and slow — the benchmarks that follow. metad spaces builds by
+/// 10x their duration (`node::snapshots`), so this may wait that long for the spaced build.
 /// Then waits until every node has applied the leader's commit index and runs `sync`, so the
 /// gigabytes of dirty pages a bulk load leaves behind are not written back during a benchmark
 /// (they slowed the create benchmark at 1 M files by a third). Returns the seconds waited.
