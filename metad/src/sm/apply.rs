@@ -133,41 +133,64 @@ pub fn register_get(kv: &impl KvRead, key: &str) -> Result<Option<RegisterValue>
     }))
 }
 
-/// Applies one command. Storage errors abort the whole apply batch (the node stops rather than
-/// diverge); refusals are ordinary replies. The operation runs inside an `Overlay`, so a
+/// Applies one log entry's command (a leader batch applies each of its commands exactly as
+/// its own entry would). Storage errors abort the whole apply batch (the node stops rather
+/// than diverge); refusals are ordinary replies. Each operation runs inside an `Overlay`, so a
 /// refusal part-way through leaves no partial state; its events and the revision bump are
 /// written only if it succeeds and changed something.
+///
+/// Per entry, not per command: leader time, the session sweep, the root inode and the stored
+/// revision are read and written once (a batch of 256 commands would otherwise rewrite the
+/// same cells 256 times).
 pub fn apply_command(kv: &mut impl KvWrite, cmd: &Command) -> Result<Reply, KvError> {
-    if let Some(Op::Batch(b)) = &cmd.op {
+    let stored_rev = revision(kv)?;
+    let stored_time = leader_time_ms(kv)?;
+    let mut st = EntryState {
+        revision: stored_rev,
+        now: stored_time.max(cmd.leader_time_ms),
+    };
+    session::sweep(kv, st.now)?;
+    ensure_root(kv)?;
+    let reply = if let Some(Op::Batch(b)) = &cmd.op {
         // A leader-made group: each command applies exactly as its own entry would.
         let mut replies = Vec::with_capacity(b.commands.len());
         for c in &b.commands {
             if matches!(c.op, Some(Op::Batch(_))) {
-                let rev = revision(kv)?;
                 replies.push(refuse_reply(
-                    rev,
+                    st.revision,
                     ErrorCode::InvalidArgument,
                     "op: batches do not nest",
                 ));
                 continue;
             }
-            replies.push(apply_command(kv, c)?);
+            st.now = st.now.max(c.leader_time_ms);
+            replies.push(apply_one(kv, &mut st, c)?);
         }
-        return Ok(Reply {
-            revision: revision(kv)?,
+        Reply {
+            revision: st.revision,
             result: Some(reply::Result::Batch(ReplyBatch { replies })),
-        });
+        }
+    } else {
+        apply_one(kv, &mut st, cmd)?
+    };
+    if st.now != stored_time {
+        kv.put(Table::Meta, META_LEADER_TIME, &st.now.to_be_bytes())?;
     }
-    let rev = revision(kv)?;
-    let stored_time = leader_time_ms(kv)?;
-    let now = stored_time.max(cmd.leader_time_ms);
-    // Commands of one leader batch carry the same time: write it once, not per command.
-    if now != stored_time {
-        kv.put(Table::Meta, META_LEADER_TIME, &now.to_be_bytes())?;
+    if st.revision != stored_rev {
+        kv.put(Table::Meta, META_REVISION, &st.revision.to_be_bytes())?;
     }
-    session::sweep(kv, now)?;
-    ensure_root(kv)?;
+    Ok(reply)
+}
 
+/// What the commands of one entry share: the revision so far and the leader time.
+struct EntryState {
+    revision: u64,
+    now: u64,
+}
+
+fn apply_one(kv: &mut impl KvWrite, st: &mut EntryState, cmd: &Command) -> Result<Reply, KvError> {
+    let rev = st.revision;
+    let now = st.now;
     if let Err(msg) = validate(cmd) {
         // Not recorded in the session table: a malformed header cannot key it reliably.
         return Ok(refuse_reply(rev, ErrorCode::InvalidArgument, msg));
@@ -179,13 +202,16 @@ pub fn apply_command(kv: &mut impl KvWrite, cmd: &Command) -> Result<Reply, KvEr
                 return Reply::decode(bytes.as_slice())
                     .map_err(|e| KvError(format!("cached reply undecodable: {e}")));
             }
-            Seen::Expired { min_seq } => {
+            Seen::Expired { newer } => {
                 return Ok(refuse_reply(
                     rev,
                     ErrorCode::SessionExpired,
                     format!(
-                        "header.seq {} of client {} is older than the oldest remembered ({min_seq})",
-                        cmd.seq, cmd.client_id
+                        "header.seq {} of client {} is no longer remembered (seq {newer} took its \
+                         place; the last {} replies per client are kept)",
+                        cmd.seq,
+                        cmd.client_id,
+                        limits::SESSION_REPLIES_PER_CLIENT
                     ),
                 ));
             }
@@ -208,7 +234,7 @@ pub fn apply_command(kv: &mut impl KvWrite, cmd: &Command) -> Result<Reply, KvEr
     let reply = match outcome {
         Ok(result) if ctx.changed => {
             write_events(kv, &ctx.events)?;
-            kv.put(Table::Meta, META_REVISION, &ctx.revision.to_be_bytes())?;
+            st.revision = ctx.revision;
             Reply {
                 revision: ctx.revision,
                 result: Some(result),

@@ -34,11 +34,11 @@ macro_rules! tables {
 tables! {
     /// Scalar state: revision, leader time, next inode number.
     Meta = 1, "meta";
-    /// (client_id, seq) -> cached reply.
+    /// (client_id, 0, slot u16 BE) -> (seq u64 BE, cached reply): the reply ring (`session`).
     Sessions = 2, "sessions";
-    /// client_id -> per-client session summary.
+    /// client_id -> last-seen minute u64 BE.
     Clients = 3, "clients";
-    /// (last_seen_ms, client_id) -> () : expiry order.
+    /// (last-seen minute u64 BE, client_id) -> () : expiry order.
     ClientExpiry = 4, "client_expiry";
     /// INTERNAL test register: key -> (value, mod_revision).
     Register = 5, "register";
@@ -162,10 +162,11 @@ impl KvWrite for MemKv {
 
 /// A write buffer over another store: reads see the buffered writes; `commit` applies them,
 /// dropping it discards them. Every command runs inside one, so a refusal half-way through a
-/// multi-object change leaves no partial state.
+/// multi-object change leaves no partial state. One map per table, so a lookup borrows the key
+/// instead of building a `(Table, Vec<u8>)` (every get of every command goes through here).
 pub struct Overlay<'a, K: KvWrite> {
     base: &'a mut K,
-    writes: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    writes: BTreeMap<Table, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl<'a, K: KvWrite> Overlay<'a, K> {
@@ -177,10 +178,12 @@ impl<'a, K: KvWrite> Overlay<'a, K> {
     }
 
     pub fn commit(self) -> Result<(), KvError> {
-        for ((t, k), v) in self.writes {
-            match v {
-                Some(v) => self.base.put(t, &k, &v)?,
-                None => self.base.delete(t, &k)?,
+        for (t, rows) in self.writes {
+            for (k, v) in rows {
+                match v {
+                    Some(v) => self.base.put(t, &k, &v)?,
+                    None => self.base.delete(t, &k)?,
+                }
             }
         }
         Ok(())
@@ -189,7 +192,7 @@ impl<'a, K: KvWrite> Overlay<'a, K> {
 
 impl<K: KvWrite> KvRead for Overlay<'_, K> {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        match self.writes.get(&(t, key.to_vec())) {
+        match self.writes.get(&t).and_then(|rows| rows.get(key)) {
             Some(v) => Ok(v.clone()),
             None => self.base.get(t, key),
         }
@@ -202,12 +205,12 @@ impl<K: KvWrite> KvRead for Overlay<'_, K> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<KvPairs, KvError> {
-        let lo = (t, start.to_vec());
-        let local: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self
-            .writes
-            .range(lo..)
-            .take_while(|((tt, k), _)| *tt == t && end.is_none_or(|e| k.as_slice() < e))
-            .map(|((_, k), v)| (k, v))
+        let Some(rows) = self.writes.get(&t) else {
+            return self.base.range(t, start, end, limit);
+        };
+        let local: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = rows
+            .range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| end.is_none_or(|e| k.as_slice() < e))
             .collect();
         // Deleted keys can hide base rows: over-fetch by the number of local writes.
         let base = self
@@ -230,12 +233,15 @@ impl<K: KvWrite> KvRead for Overlay<'_, K> {
 
 impl<K: KvWrite> KvWrite for Overlay<'_, K> {
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        self.writes.insert((t, key.to_vec()), Some(value.to_vec()));
+        self.writes
+            .entry(t)
+            .or_default()
+            .insert(key.to_vec(), Some(value.to_vec()));
         Ok(())
     }
 
     fn delete(&mut self, t: Table, key: &[u8]) -> Result<(), KvError> {
-        self.writes.insert((t, key.to_vec()), None);
+        self.writes.entry(t).or_default().insert(key.to_vec(), None);
         Ok(())
     }
 }

@@ -27,7 +27,7 @@ pub mod limits {
     pub const SESSION_REPLIES_PER_CLIENT: u64 = 256;
     /// A client silent for longer than this (by leader time) is forgotten.
     pub const SESSION_TTL_MS: u64 = 15 * 60 * 1000;
-    /// At most this many expired clients are swept per applied command (bounded apply cost).
+    /// At most this many expired clients are swept per applied entry (bounded apply cost).
     pub const SESSION_SWEEP_PER_APPLY: usize = 16;
     /// Longest directory-entry name, in bytes.
     pub const NAME_MAX: usize = 255;

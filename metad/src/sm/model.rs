@@ -287,34 +287,44 @@ pub fn alloc_ino(kv: &mut impl KvWrite) -> Result<u64, KvError> {
 
 /// Resolves a path to its inode without following symlinks. `Ok(None)` if any component is
 /// missing; a refusal if the path is malformed or passes through a non-directory.
+///
+/// Walks directory entries only and reads one inode at the end: only directories have
+/// entries, so a found entry proves its parent is a directory, and an intermediate inode is
+/// read only when a lookup misses (to tell "missing" from "not a directory").
 pub fn resolve(kv: &impl KvRead, field: &str, path: &str) -> OpResult<Option<Inode>> {
     let comps = parse_path(field, path)?;
-    let Some(mut cur) = get_inode(kv, ROOT_INO)? else {
-        return Ok(if comps.is_empty() {
-            Some(Inode {
-                ino: ROOT_INO,
-                kind: InodeKind::Directory as i32,
-                mode: 0o755,
-                ..Default::default()
-            })
-        } else {
-            None
-        });
-    };
+    let mut cur = ROOT_INO;
     for (i, c) in comps.iter().enumerate() {
-        if cur.kind != InodeKind::Directory as i32 {
-            return refuse(Refusal::precondition(format!(
-                "{field}: /{} is not a directory",
-                comps[..i].join("/")
-            )));
+        match lookup(kv, cur, c)? {
+            Some(child) => cur = child,
+            None => {
+                let here = inode_or_root(kv, cur)?;
+                if here.kind != InodeKind::Directory as i32 {
+                    return refuse(Refusal::precondition(format!(
+                        "{field}: /{} is not a directory",
+                        comps[..i].join("/")
+                    )));
+                }
+                return Ok(None);
+            }
         }
-        let Some(child) = lookup(kv, cur.ino, c)? else {
-            return Ok(None);
-        };
-        cur = get_inode(kv, child)?
-            .ok_or_else(|| KvError(format!("dangling entry {c} -> inode {child}")))?;
     }
-    Ok(Some(cur))
+    Ok(Some(inode_or_root(kv, cur)?))
+}
+
+/// The inode `ino` reached through an entry (or the root, which exists implicitly until the
+/// first write creates it); a missing one is a storage error (a dangling entry).
+fn inode_or_root(kv: &impl KvRead, ino: u64) -> Result<Inode, KvError> {
+    match get_inode(kv, ino)? {
+        Some(i) => Ok(i),
+        None if ino == ROOT_INO => Ok(Inode {
+            ino: ROOT_INO,
+            kind: InodeKind::Directory as i32,
+            mode: 0o755,
+            ..Default::default()
+        }),
+        None => Err(KvError(format!("dangling entry -> inode {ino}"))),
+    }
 }
 
 /// Like `resolve`, but a missing path is a NOT_FOUND refusal naming the field.

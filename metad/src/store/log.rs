@@ -92,7 +92,7 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn open(path: &Path) -> Result<LogStore, StoreError> {
-        let db = open_db(path, 64 << 20)?;
+        let db = open_db(path, 64 << 20, super::LOG_FORMAT_VERSION)?;
         {
             let w = db.begin_write()?;
             w.open_table(LOG)?;

@@ -18,8 +18,11 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 pub use log::LogStore;
 pub use state_machine::{AppliedState, SmStore, DURABLE_EVERY};
 
-/// Bump when the on-disk layout changes incompatibly.
-pub const FORMAT_VERSION: u64 = 1;
+/// On-disk layout of `raft-log.redb`; bump when it changes incompatibly.
+pub const LOG_FORMAT_VERSION: u64 = 1;
+/// On-disk layout of `sm.redb` (and of snapshots); bump when it changes incompatibly.
+/// 2: session replies in a ring of slots per client, last-seen by the minute (`sm::session`).
+pub const SM_FORMAT_VERSION: u64 = 2;
 
 const FORMAT_TABLE: TableDefinition<&str, u64> = TableDefinition::new("format");
 
@@ -95,7 +98,11 @@ pub fn full_repairs() -> u64 {
     FULL_REPAIRS.load(Ordering::Relaxed)
 }
 
-pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, StoreError> {
+pub(crate) fn open_db(
+    path: &Path,
+    cache_bytes: usize,
+    version: u64,
+) -> Result<Database, StoreError> {
     let shown = path.display().to_string();
     let db = Database::builder()
         .set_cache_size(cache_bytes)
@@ -120,18 +127,17 @@ pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, Store
         }
     };
     match found {
-        Some(v) if v == FORMAT_VERSION => {}
+        Some(v) if v == version => {}
         Some(v) => {
             return Err(StoreError::FormatVersion {
                 path: path.to_path_buf(),
                 found: v,
-                expected: FORMAT_VERSION,
+                expected: version,
             })
         }
         None => {
             let wtx = db.begin_write()?;
-            wtx.open_table(FORMAT_TABLE)?
-                .insert("version", FORMAT_VERSION)?;
+            wtx.open_table(FORMAT_TABLE)?.insert("version", version)?;
             wtx.commit()?;
         }
     }

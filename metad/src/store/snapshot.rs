@@ -16,7 +16,8 @@ use super::StoreError;
 use crate::sm::Table;
 
 const MAGIC: &[u8; 8] = b"METADSNP";
-const SNAPSHOT_FORMAT: u32 = 1;
+/// Follows `SM_FORMAT_VERSION`: a snapshot holds the state machine's rows as stored.
+const SNAPSHOT_FORMAT: u32 = super::SM_FORMAT_VERSION as u32;
 const END: u8 = 0xFF;
 
 /// Writes every table visible in `rtx` to `out`. Returns the record count.

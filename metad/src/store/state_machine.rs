@@ -124,7 +124,7 @@ impl SmStore {
         cache_mib: u64,
     ) -> Result<SmStore, StoreError> {
         let cache_bytes = usize::try_from(cache_mib << 20).unwrap_or(usize::MAX);
-        let db = open_db(path, cache_bytes)?;
+        let db = open_db(path, cache_bytes, super::SM_FORMAT_VERSION)?;
         {
             let w = begin_durable(&db)?;
             w.open_table(RAFT_META)?;

@@ -257,11 +257,20 @@ pub fn check_value(field: &str, value: &str) -> Result<(), Refusal> {
 
 // ---------- writes ----------
 
-fn put_tag(kv: &mut impl KvWrite, ino: u64, key: &str, new: &TagValue) -> OpResult<bool> {
-    let old = kv
-        .get(Table::Tags, &tag_key(ino, key))?
+fn get_tag(kv: &impl KvRead, ino: u64, key: &str) -> Result<Option<TagValue>, KvError> {
+    kv.get(Table::Tags, &tag_key(ino, key))?
         .map(|b| decode_tag(&b))
-        .transpose()?;
+        .transpose()
+}
+
+/// Writes `new` over `old` (the key's current value, read by the caller).
+fn put_tag(
+    kv: &mut impl KvWrite,
+    ino: u64,
+    key: &str,
+    old: Option<TagValue>,
+    new: &TagValue,
+) -> OpResult<bool> {
     if old.as_ref() == Some(new) {
         return Ok(false);
     }
@@ -320,20 +329,27 @@ pub fn set_tags_on(
             )));
         }
     }
-    let existing = own_tags(kv, ino)?;
-    let added = seen.iter().filter(|k| !existing.contains_key(**k)).count();
-    if existing.len() + added > TAGS_PER_INODE_MAX {
-        return refuse(Refusal::invalid(format!(
-            "tags: the inode would carry {} tags, the limit is {TAGS_PER_INODE_MAX} per inode",
-            existing.len() + added
-        )));
+    let olds = tags
+        .iter()
+        .map(|(k, _)| get_tag(kv, ino, k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let added = olds.iter().filter(|o| o.is_none()).count();
+    // Only new keys can take the inode over the limit: overwrites skip the count.
+    if added > 0 {
+        let existing = own_tags(kv, ino)?.len();
+        if existing + added > TAGS_PER_INODE_MAX {
+            return refuse(Refusal::invalid(format!(
+                "tags: the inode would carry {} tags, the limit is {TAGS_PER_INODE_MAX} per inode",
+                existing + added
+            )));
+        }
     }
-    for (k, v) in tags {
+    for ((k, v), old) in tags.iter().zip(olds) {
         let t = TagValue {
             value: v.clone(),
             inherit,
         };
-        if put_tag(kv, ino, k, &t)? {
+        if put_tag(kv, ino, k, old, &t)? {
             changed.push(k.clone());
         }
     }

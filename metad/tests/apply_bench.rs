@@ -1,0 +1,189 @@
+//! The state machine's apply cost per command, on a real `sm.redb` through `SmStore`'s
+//! `RaftStateMachine::apply` (the call openraft makes on every node), without Raft or gRPC:
+//! what each of the three nodes spends to apply one write. Batches of 32 commands from 128
+//! clients, like the leader's group commit under `metad-bench --clients 128`. Run with
+//! `cargo test --release -p metad --test apply_bench -- --ignored --nocapture`.
+
+use std::time::Instant;
+
+use metad::store::SmStore;
+use metad::types::{Entry, LogCommand};
+use metad_proto::raft::v1::{command::Op, Command, CommandBatch};
+use metad_proto::v1::{namespace_op, tag_op, CreateFile, Mkdir, NamespaceOp, SetTags, Tag, TagOp};
+use openraft::storage::RaftStateMachine;
+use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+const FILES: u64 = 10_000;
+const PER_DIR: u64 = 1_000;
+const CLIENTS: u64 = 128;
+const BATCH: usize = 32;
+
+struct Gen {
+    index: u64,
+    seq: Vec<u64>,
+    now: u64,
+    rng: u64,
+}
+
+impl Gen {
+    fn next_rand(&mut self) -> u64 {
+        // xorshift64*: deterministic, no dependency.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn cmd(&mut self, client: u64, op: Op) -> Command {
+        self.seq[client as usize] += 1;
+        Command {
+            client_id: format!("bench-client-{client:04}"),
+            seq: self.seq[client as usize],
+            leader_time_ms: self.now,
+            op: Some(op),
+        }
+    }
+
+    fn entry(&mut self, cmds: Vec<Command>) -> Entry {
+        self.index += 1;
+        self.now += 1;
+        let cmd = if cmds.len() == 1 {
+            cmds.into_iter().next().expect("one")
+        } else {
+            Command {
+                client_id: "metad-leader-1".into(),
+                seq: 1,
+                leader_time_ms: self.now,
+                op: Some(Op::Batch(CommandBatch { commands: cmds })),
+            }
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+            payload: EntryPayload::Normal(LogCommand(cmd)),
+        }
+    }
+}
+
+fn file_path(j: u64) -> String {
+    format!("/bench/r1/k/d{}/f{j}", j / PER_DIR)
+}
+
+/// CPU seconds this process has used (all threads: apply, redb, the writeback thread).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 14th field.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / 100.0
+}
+
+/// Applies `n` commands in batches; returns (wall µs, CPU µs) per command.
+async fn run_batches(
+    sm: &mut SmStore,
+    g: &mut Gen,
+    n: usize,
+    mut make: impl FnMut(&mut Gen, u64) -> Op,
+) -> (f64, f64) {
+    let started = Instant::now();
+    let cpu0 = cpu_seconds();
+    let mut done = 0;
+    while done < n {
+        let cmds: Vec<Command> = (0..BATCH)
+            .map(|_| {
+                let client = g.next_rand() % CLIENTS;
+                let op = make(g, client);
+                g.cmd(client, op)
+            })
+            .collect();
+        done += cmds.len();
+        let e = g.entry(cmds);
+        let replies = sm.apply(vec![e]).await.expect("apply");
+        assert_eq!(replies.len(), 1);
+    }
+    (
+        started.elapsed().as_secs_f64() * 1e6 / done as f64,
+        (cpu_seconds() - cpu0) * 1e6 / done as f64,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run with --ignored --nocapture (release)"]
+async fn apply_cost_per_command() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let snaps = tmp.path().join("snapshots");
+    std::fs::create_dir_all(&snaps).expect("snapdir");
+    let mut sm = SmStore::open(&tmp.path().join("sm.redb"), &snaps).expect("open");
+    let mut g = Gen {
+        index: 0,
+        seq: vec![0; CLIENTS as usize],
+        now: 1_700_000_000_000,
+        rng: 0x9E37_79B9_7F4A_7C15,
+    };
+    // Setup: the directories, then FILES files, in batches.
+    let mkdirs: Vec<Command> = (0..FILES / PER_DIR)
+        .map(|d| {
+            g.cmd(
+                0,
+                Op::Namespace(NamespaceOp {
+                    op: Some(namespace_op::Op::Mkdir(Mkdir {
+                        path: format!("/bench/r1/k/d{d}"),
+                        parents: true,
+                        ..Default::default()
+                    })),
+                }),
+            )
+        })
+        .collect();
+    let e = g.entry(mkdirs);
+    sm.apply(vec![e]).await.expect("mkdirs");
+    let mut next_file = 0u64;
+    let (create_us, create_cpu) = run_batches(&mut sm, &mut g, FILES as usize, |_, _| {
+        let path = file_path(next_file);
+        next_file += 1;
+        Op::Namespace(NamespaceOp {
+            op: Some(namespace_op::Op::Create(CreateFile {
+                path,
+                ..Default::default()
+            })),
+        })
+    })
+    .await;
+    let value = "v".repeat(256);
+    let mut rounds = Vec::new();
+    for _ in 0..7 {
+        let set_us = run_batches(&mut sm, &mut g, 20_000, |g, _| {
+            let j = g.next_rand() % FILES;
+            Op::Tags(TagOp {
+                op: Some(tag_op::Op::Set(SetTags {
+                    path: file_path(j),
+                    tags: vec![Tag {
+                        key: "v".into(),
+                        value: format!("{}{}", &value[..250], j % 100_000),
+                    }],
+                    inherit: false,
+                })),
+            })
+        })
+        .await;
+        rounds.push(set_us);
+    }
+    let shown: Vec<String> = rounds
+        .iter()
+        .map(|(w, c)| format!("{w:.0}/{c:.0}"))
+        .collect();
+    let mut wall: Vec<f64> = rounds.iter().map(|r| r.0).collect();
+    let mut cpu: Vec<f64> = rounds.iter().map(|r| r.1).collect();
+    wall.sort_by(f64::total_cmp);
+    cpu.sort_by(f64::total_cmp);
+    println!(
+        "apply_bench: batches of {BATCH} from {CLIENTS} clients over {FILES} files, µs per \
+         command (wall / CPU): create {create_us:.1} / {create_cpu:.1}; set-tag (256 B) \
+         median {:.1} / {:.1} (rounds of 20 000: {})",
+        wall[wall.len() / 2],
+        cpu[cpu.len() / 2],
+        shown.join(" ")
+    );
+}
