@@ -139,14 +139,17 @@ pub async fn load_cmd(a: LoadArgs) -> anyhow::Result<()> {
 }
 
 /// Bytes of all files under `p`.
+/// Bytes allocated on disk under `p` (blocks, not length: WAL segments are
+/// preallocated sparse files, so their length overstates what they use).
 fn du(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     let Ok(rd) = std::fs::read_dir(p) else {
         return 0;
     };
     rd.flatten()
         .map(|e| match e.metadata() {
             Ok(m) if m.is_dir() => du(&e.path()),
-            Ok(m) => m.len(),
+            Ok(m) => m.blocks() * 512,
             Err(_) => 0,
         })
         .sum()
@@ -303,9 +306,7 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     let sm = std::fs::metadata(ld.join("sm.redb"))
         .map(|m| m.len())
         .unwrap_or(0);
-    let log = std::fs::metadata(ld.join("raft-log.redb"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let log = du(&ld.join("raft-log"));
     let snap = du(&ld.join("snapshots"));
 
     // 4. Restart a follower: SIGTERM, start, time until it serves at the leader's index.
@@ -385,7 +386,7 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
         load1()
     );
     println!(
-        "RSS MiB per node: {:?}; leader disk {:.0} MiB (sm.redb {:.0}, raft-log.redb {:.0}, snapshots {:.0})",
+        "RSS MiB per node: {:?}; leader disk {:.0} MiB (sm.redb {:.0}, raft-log/ {:.0}, snapshots {:.0})",
         rss.iter().map(|b| mib(*b).round()).collect::<Vec<_>>(),
         mib(disk),
         mib(sm),

@@ -90,7 +90,7 @@ pub struct Config {
     pub node_id: NodeId,
     /// The site (data centre, region) this node runs at, e.g. `site-a`.
     pub site: String,
-    /// Where `raft-log.redb`, `sm.redb` and `snapshots/` live.
+    /// Where `raft-log/`, `sm.redb` and `snapshots/` live.
     pub data_dir: PathBuf,
     /// Address the client gRPC API binds to.
     pub listen_client: String,

@@ -53,7 +53,7 @@ struct NodeArgs {
     /// Site of this node, e.g. site-a.
     #[arg(long, env = "METAD_SITE")]
     site: Option<String>,
-    /// Data directory (raft-log.redb, sm.redb, snapshots/).
+    /// Data directory (raft-log/, sm.redb, snapshots/).
     #[arg(long, env = "METAD_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Bind address of the client gRPC API.

@@ -105,7 +105,10 @@ impl Metrics {
             raft_last_log_index: g("metad_raft_last_log_index", "Last log index stored")?,
             sm_revision: g("metad_sm_revision", "State-machine revision")?,
             log_entries: g("metad_raft_log_entries", "Entries in the local Raft log")?,
-            log_size_bytes: g("metad_raft_log_size_bytes", "Size of raft-log.redb")?,
+            log_size_bytes: g(
+                "metad_raft_log_size_bytes",
+                "Bytes of Raft log records on disk (raft-log/)",
+            )?,
             sm_size_bytes: g("metad_sm_size_bytes", "Size of sm.redb")?,
             snapshot_size_bytes: g("metad_snapshot_size_bytes", "Size of the current snapshot")?,
             proposal_seconds: h(

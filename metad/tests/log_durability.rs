@@ -28,7 +28,7 @@ fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 fn committed_index_saves_make_no_transaction_and_survive_a_clean_close() {
     let rt = tokio::runtime::Runtime::new().expect("rt");
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = DataDir::new(dir.path()).log_db();
+    let path = DataDir::new(dir.path()).log_dir();
     rt.block_on(async {
         let mut log = LogStore::open(&path).expect("open");
         // A vote save is awaited and fsynced.

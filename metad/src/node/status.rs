@@ -71,8 +71,8 @@ pub(super) async fn track_metrics(core: Arc<NodeCore>, mut stop: watch::Receiver
             r = rx.changed() => if r.is_err() { return },
             _ = tick.tick() => {
                 let g = &core.metrics;
-                g.log_entries.set(crate::store::log::entry_count(&core.log) as i64);
-                g.log_size_bytes.set(file_size(&dir.log_db()));
+                g.log_entries.set(core.log.entry_count() as i64);
+                g.log_size_bytes.set(core.log.stats().bytes as i64);
                 g.sm_size_bytes.set(file_size(&dir.sm_db()));
                 g.snapshot_size_bytes.set(core.sm.snapshot_bytes() as i64);
             }

@@ -1,12 +1,14 @@
-//! On-disk state of a node, in redb: `raft-log.redb` (log entries, vote, committed, purge
-//! point) and `sm.redb` (the state machine's tables plus last-applied and membership), so log
-//! appends never queue behind apply. Each file carries a format version checked at open.
+//! On-disk state of a node: `raft-log/` (the Raft log's segment files: entries, vote, committed,
+//! purge point) and, in redb, `sm.redb` (the state machine's tables plus last-applied and
+//! membership), so log appends never queue behind apply. Each carries a format version checked
+//! at open.
 //! Must not import `api` or `network`.
 
 pub mod log;
 pub mod redb_kv;
 pub mod snapshot;
 pub mod state_machine;
+pub mod wal;
 pub mod writeback;
 
 use std::path::{Path, PathBuf};
@@ -18,8 +20,9 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 pub use log::LogStore;
 pub use state_machine::{AppliedState, SmStore, DURABLE_EVERY};
 
-/// On-disk layout of `raft-log.redb`; bump when it changes incompatibly.
-pub const LOG_FORMAT_VERSION: u64 = 1;
+/// On-disk layout of the Raft log (`raft-log/` segments); bump when it changes incompatibly.
+/// 1 was `raft-log.redb`; 2 is the segment log of `store::wal`.
+pub const LOG_FORMAT_VERSION: u32 = 2;
 /// On-disk layout of `sm.redb` (and of snapshots); bump when it changes incompatibly.
 /// 2: session replies in a ring of slots per client, last-seen by the minute (`sm::session`).
 pub const SM_FORMAT_VERSION: u64 = 2;
@@ -39,6 +42,8 @@ pub enum StoreError {
         path: PathBuf,
         source: redb::DatabaseError,
     },
+    #[error("{0}: in use by another process (a metad already runs on this data dir?)")]
+    Locked(PathBuf),
     #[error("redb: {0}")]
     Redb(String),
     #[error("io: {0}")]
@@ -54,6 +59,7 @@ impl StoreError {
         match self {
             StoreError::FormatVersion { .. } => "FORMAT_VERSION",
             StoreError::Open { .. } => "OPEN",
+            StoreError::Locked(_) => "LOCKED",
             StoreError::Redb(_) => "REDB",
             StoreError::Io(_) => "IO",
             StoreError::Codec(_) => "CODEC",
@@ -167,7 +173,12 @@ impl DataDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         DataDir { root: root.into() }
     }
-    pub fn log_db(&self) -> PathBuf {
+    /// The Raft log's segment files.
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("raft-log")
+    }
+    /// Where format 1 kept the Raft log (a data dir holding it is refused).
+    pub fn old_log_db(&self) -> PathBuf {
         self.root.join("raft-log.redb")
     }
     pub fn sm_db(&self) -> PathBuf {
@@ -193,7 +204,14 @@ pub async fn open_with_cache(
 ) -> Result<(LogStore, SmStore), StoreError> {
     std::fs::create_dir_all(&dir.root)?;
     std::fs::create_dir_all(dir.snapshots())?;
-    let log = LogStore::open(&dir.log_db())?;
+    if dir.old_log_db().exists() {
+        return Err(StoreError::FormatVersion {
+            path: dir.old_log_db(),
+            found: 1,
+            expected: LOG_FORMAT_VERSION.into(),
+        });
+    }
+    let log = LogStore::open(&dir.log_dir())?;
     let sm = SmStore::open_with_cache(&dir.sm_db(), &dir.snapshots(), sm_cache_mib)?;
     Ok((log, sm))
 }
