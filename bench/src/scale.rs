@@ -63,6 +63,10 @@ pub struct ScaleArgs {
     /// Requests in flight while loading.
     #[arg(long, default_value_t = 8)]
     pub inflight: usize,
+    /// Longest wait, in seconds, for spaced background snapshots before each benchmark
+    /// (default: 600 per million files, at least 600; a 3 M-file run needed more than 600).
+    #[arg(long)]
+    pub settle_timeout: Option<u64>,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -253,6 +257,10 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     // 2. Benchmarks against the loaded namespace, each once no snapshot build is due.
     let mut benches = Vec::new();
     let mut settle_s = 0.0;
+    let settle_timeout = Duration::from_secs(
+        a.settle_timeout
+            .unwrap_or_else(|| 600 * a.files.div_ceil(1_000_000).max(1)),
+    );
     let again = format!("{}/again", layout.prefix);
     for (w, cons, prefix) in [
         (
@@ -270,8 +278,7 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
         // Create again, last (new names): the first follows the bulk load and its snapshot.
         (Workload::Create, ConsistencyArg::Linearizable, &again),
     ] {
-        settle_s +=
-            wait_snapshots_settled(&admin, 3, a.snapshot_after, Duration::from_secs(600)).await?;
+        settle_s += wait_snapshots_settled(&admin, 3, a.snapshot_after, settle_timeout).await?;
         let r = metad_target::run(&RunArgs {
             target: Target::Metad,
             endpoints: eps.clone(),

@@ -16,7 +16,14 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId};
 const FILES: u64 = 10_000;
 const PER_DIR: u64 = 1_000;
 const CLIENTS: u64 = 128;
-const BATCH: usize = 32;
+/// Commands per entry; `APPLY_BENCH_BATCH=1` measures one write at a time.
+fn batch() -> usize {
+    std::env::var("APPLY_BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&b: &usize| b >= 1)
+        .unwrap_or(32)
+}
 
 struct Gen {
     index: u64,
@@ -91,7 +98,7 @@ async fn run_batches(
     let cpu0 = cpu_seconds();
     let mut done = 0;
     while done < n {
-        let cmds: Vec<Command> = (0..BATCH)
+        let cmds: Vec<Command> = (0..batch())
             .map(|_| {
                 let client = g.next_rand() % CLIENTS;
                 let op = make(g, client);
@@ -179,9 +186,10 @@ async fn apply_cost_per_command() {
     wall.sort_by(f64::total_cmp);
     cpu.sort_by(f64::total_cmp);
     println!(
-        "apply_bench: batches of {BATCH} from {CLIENTS} clients over {FILES} files, µs per \
+        "apply_bench: batches of {} from {CLIENTS} clients over {FILES} files, µs per \
          command (wall / CPU): create {create_us:.1} / {create_cpu:.1}; set-tag (256 B) \
          median {:.1} / {:.1} (rounds of 20 000: {})",
+        batch(),
         wall[wall.len() / 2],
         cpu[cpu.len() / 2],
         shown.join(" ")

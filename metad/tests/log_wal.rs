@@ -164,9 +164,20 @@ fn a_torn_last_record_ends_the_log_and_appends_continue() {
     });
 }
 
+/// Small segments, so that a test rolls over many of them.
+const SEG: u64 = 64 << 10;
+
+/// Appends entries 1..=n of `term`, ~2 KiB each, one flush per entry.
+async fn append_2k(log: &mut LogStore, term: u64, n: u64) {
+    for i in 1..=n {
+        log.blocking_append([entry(term, i, 2000)])
+            .await
+            .expect("append");
+    }
+}
+
 #[test]
 fn purged_segments_are_deleted_and_the_vote_outlives_them() {
-    const SEG: u64 = 64 << 10;
     let rt = rt();
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("raft-log");
@@ -174,11 +185,7 @@ fn purged_segments_are_deleted_and_the_vote_outlives_them() {
         let mut log = LogStore::open_with_segment_bytes(&path, SEG).expect("open");
         log.save_vote(&Vote::new(5, 1)).await.expect("vote");
         // ~2 KiB entries: about 30 per 64 KiB segment.
-        for i in 1..=200 {
-            log.blocking_append([entry(5, i, 2000)])
-                .await
-                .expect("append");
-        }
+        append_2k(&mut log, 5, 200).await;
         assert!(
             segments(&path).len() >= 5,
             "rolled over: {:?}",
@@ -206,17 +213,12 @@ fn purged_segments_are_deleted_and_the_vote_outlives_them() {
 
 #[test]
 fn damage_before_the_last_segment_refuses_to_open() {
-    const SEG: u64 = 64 << 10;
     let rt = rt();
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("raft-log");
     rt.block_on(async {
         let mut log = LogStore::open_with_segment_bytes(&path, SEG).expect("open");
-        for i in 1..=100 {
-            log.blocking_append([entry(1, i, 2000)])
-                .await
-                .expect("append");
-        }
+        append_2k(&mut log, 1, 100).await;
     });
     let first = segments(&path).into_iter().next().expect("segments");
     let mut data = std::fs::read(&first).expect("read");
