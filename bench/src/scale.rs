@@ -60,6 +60,9 @@ pub struct ScaleArgs {
     /// metad raft.keep_entries_after_snapshot (small, so a new learner needs the snapshot).
     #[arg(long, default_value_t = 100)]
     pub keep_entries: u64,
+    /// metad raft.snapshot_chunk_bytes: bytes per InstallSnapshot chunk sent to the learner.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub snapshot_chunk_bytes: u64,
     /// Requests in flight while loading.
     #[arg(long, default_value_t = 8)]
     pub inflight: usize,
@@ -233,8 +236,9 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     std::fs::write(
         &conf,
         format!(
-            "[raft]\nsnapshot_after_entries = {}\nkeep_entries_after_snapshot = {}\n",
-            a.snapshot_after, a.keep_entries
+            "[raft]\nsnapshot_after_entries = {}\nkeep_entries_after_snapshot = {}\n\
+             snapshot_chunk_bytes = {}\n",
+            a.snapshot_after, a.keep_entries, a.snapshot_chunk_bytes
         ),
     )?;
     let conf_arg = format!("--config={}", conf.display());

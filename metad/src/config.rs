@@ -66,9 +66,13 @@ pub struct RaftTuning {
     /// Entries kept in the log behind the last snapshot (lets lagging followers catch up
     /// without a snapshot).
     pub keep_entries_after_snapshot: u64,
-    /// Snapshot chunk size for transfer to followers.
+    /// Snapshot chunk size for transfer to followers (1 KiB ..= 32 MiB).
     pub snapshot_chunk_bytes: u64,
 }
+
+/// Largest `raft.snapshot_chunk_bytes`: half the 64 MiB peer message limit, so a chunk and its
+/// envelope always fit.
+pub const SNAPSHOT_CHUNK_MAX: u64 = 32 << 20;
 
 impl Default for RaftTuning {
     fn default() -> Self {
@@ -220,10 +224,12 @@ impl Config {
                 "raft.snapshot_after_entries: must be >= 1".into(),
             ));
         }
-        if r.snapshot_chunk_bytes < 1024 {
-            return Err(ConfigError(
-                "raft.snapshot_chunk_bytes: must be >= 1024".into(),
-            ));
+        if !(1024..=SNAPSHOT_CHUNK_MAX).contains(&r.snapshot_chunk_bytes) {
+            return Err(ConfigError(format!(
+                "raft.snapshot_chunk_bytes: must be 1024..={SNAPSHOT_CHUNK_MAX} (a chunk travels \
+                 in one peer message, limited to 64 MiB), got {}",
+                r.snapshot_chunk_bytes
+            )));
         }
         if self.watch_history_revisions < 10 {
             return Err(ConfigError("watch_history_revisions: must be >= 10".into()));
@@ -344,6 +350,18 @@ mod tests {
             assert!(e.contains("sm_cache_mib") && e.contains("16..="), "{e}");
         }
         assert!(Config::from_toml("sm_cache_mib = 64\n").is_ok());
+        for bad in [0, 1023, SNAPSHOT_CHUNK_MAX + 1] {
+            let mut c = Config::default();
+            c.raft.snapshot_chunk_bytes = bad;
+            let e = c.validate().expect_err("must fail").to_string();
+            assert!(
+                e.contains("raft.snapshot_chunk_bytes") && e.contains("64 MiB"),
+                "{e}"
+            );
+        }
+        let mut c = Config::default();
+        c.raft.snapshot_chunk_bytes = SNAPSHOT_CHUNK_MAX;
+        assert!(c.validate().is_ok());
         assert!(Config::default().validate().is_ok());
     }
 

@@ -1,8 +1,10 @@
 //! The state machine's apply cost per command, on a real `sm.redb` through `SmStore`'s
 //! `RaftStateMachine::apply` (the call openraft makes on every node), without Raft or gRPC:
 //! what each of the three nodes spends to apply one write. Batches of 32 commands from 128
-//! clients, like the leader's group commit under `metad-bench --clients 128`. Run with
-//! `cargo test --release -p metad --test apply_bench -- --ignored --nocapture`.
+//! clients, like the leader's group commit under `metad-bench --clients 128`. Also the cost of
+//! building a snapshot and installing it on an empty node (what a new learner waits for). Run
+//! with `cargo test --release -p metad --test apply_bench -- --ignored --nocapture
+//! --test-threads=1` (one at a time: run side by side, each inflates the other's CPU figures).
 
 use std::time::Instant;
 
@@ -10,7 +12,7 @@ use metad::store::SmStore;
 use metad::types::{Entry, LogCommand};
 use metad_proto::raft::v1::{command::Op, Command, CommandBatch};
 use metad_proto::v1::{namespace_op, tag_op, CreateFile, Mkdir, NamespaceOp, SetTags, Tag, TagOp};
-use openraft::storage::RaftStateMachine;
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
 const FILES: u64 = 10_000;
@@ -33,6 +35,15 @@ struct Gen {
 }
 
 impl Gen {
+    fn new() -> Gen {
+        Gen {
+            index: 0,
+            seq: vec![0; CLIENTS as usize],
+            now: 1_700_000_000_000,
+            rng: 0x9E37_79B9_7F4A_7C15,
+        }
+    }
+
     fn next_rand(&mut self) -> u64 {
         // xorshift64*: deterministic, no dependency.
         self.rng ^= self.rng >> 12;
@@ -69,6 +80,26 @@ impl Gen {
             payload: EntryPayload::Normal(LogCommand(cmd)),
         }
     }
+}
+
+/// The directories `file_path` puts `files` files in, in one entry.
+async fn make_dirs(sm: &mut SmStore, g: &mut Gen, files: u64) {
+    let mkdirs: Vec<Command> = (0..files / PER_DIR)
+        .map(|d| {
+            g.cmd(
+                0,
+                Op::Namespace(NamespaceOp {
+                    op: Some(namespace_op::Op::Mkdir(Mkdir {
+                        path: format!("/bench/r1/k/d{d}"),
+                        parents: true,
+                        ..Default::default()
+                    })),
+                }),
+            )
+        })
+        .collect();
+    let e = g.entry(mkdirs);
+    sm.apply(vec![e]).await.expect("mkdirs");
 }
 
 fn file_path(j: u64) -> String {
@@ -123,29 +154,9 @@ async fn apply_cost_per_command() {
     let snaps = tmp.path().join("snapshots");
     std::fs::create_dir_all(&snaps).expect("snapdir");
     let mut sm = SmStore::open(&tmp.path().join("sm.redb"), &snaps).expect("open");
-    let mut g = Gen {
-        index: 0,
-        seq: vec![0; CLIENTS as usize],
-        now: 1_700_000_000_000,
-        rng: 0x9E37_79B9_7F4A_7C15,
-    };
+    let mut g = Gen::new();
     // Setup: the directories, then FILES files, in batches.
-    let mkdirs: Vec<Command> = (0..FILES / PER_DIR)
-        .map(|d| {
-            g.cmd(
-                0,
-                Op::Namespace(NamespaceOp {
-                    op: Some(namespace_op::Op::Mkdir(Mkdir {
-                        path: format!("/bench/r1/k/d{d}"),
-                        parents: true,
-                        ..Default::default()
-                    })),
-                }),
-            )
-        })
-        .collect();
-    let e = g.entry(mkdirs);
-    sm.apply(vec![e]).await.expect("mkdirs");
+    make_dirs(&mut sm, &mut g, FILES).await;
     let mut next_file = 0u64;
     let (create_us, create_cpu) = run_batches(&mut sm, &mut g, FILES as usize, |_, _| {
         let path = file_path(next_file);
@@ -193,5 +204,111 @@ async fn apply_cost_per_command() {
         wall[wall.len() / 2],
         cpu[cpu.len() / 2],
         shown.join(" ")
+    );
+}
+
+/// Files for `snapshot_build_and_install` (`SNAPSHOT_BENCH_FILES`, default 100 000).
+fn snapshot_files() -> u64 {
+    std::env::var("SNAPSHOT_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &u64| n >= PER_DIR)
+        .unwrap_or(100_000)
+}
+
+fn open_store(dir: &std::path::Path) -> SmStore {
+    let snaps = dir.join("snapshots");
+    std::fs::create_dir_all(&snaps).expect("snapdir");
+    SmStore::open(&dir.join("sm.redb"), &snaps).expect("open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run with --ignored --nocapture (release)"]
+async fn snapshot_build_and_install() {
+    let files = snapshot_files();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (src_dir, dst_dir) = (tmp.path().join("src"), tmp.path().join("dst"));
+    let mut src = open_store(&src_dir);
+    let mut g = Gen::new();
+    make_dirs(&mut src, &mut g, files).await;
+    // Each file: created, then one 256 B tag (like the scale loader's rows).
+    let value = "v".repeat(250);
+    let (mut next_create, mut next_tag) = (0u64, 0u64);
+    run_batches(&mut src, &mut g, files as usize, |_, _| {
+        let path = file_path(next_create);
+        next_create += 1;
+        Op::Namespace(NamespaceOp {
+            op: Some(namespace_op::Op::Create(CreateFile {
+                path,
+                ..Default::default()
+            })),
+        })
+    })
+    .await;
+    run_batches(&mut src, &mut g, files as usize, |_, _| {
+        let j = next_tag;
+        next_tag += 1;
+        Op::Tags(TagOp {
+            op: Some(tag_op::Op::Set(SetTags {
+                path: file_path(j),
+                tags: vec![Tag {
+                    key: "v".into(),
+                    value: format!("{value}{:06}", j % 1_000_000),
+                }],
+                inherit: false,
+            })),
+        })
+    })
+    .await;
+
+    let started = Instant::now();
+    let snap = src
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("build");
+    let build_s = started.elapsed().as_secs_f64();
+    let bytes = src.snapshot_bytes();
+    assert!(bytes > 0, "the built snapshot has a size");
+
+    let mut dst = open_store(&dst_dir);
+    let started = Instant::now();
+    dst.install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .expect("install");
+    let install_s = started.elapsed().as_secs_f64();
+    assert_eq!(dst.applied().log_index, src.applied().log_index);
+
+    // The installed store holds the same rows: a snapshot it builds itself (which replaces
+    // the copy it kept of the one it received) is byte-for-byte the source's.
+    dst.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("rebuild");
+    let only_bin = |dir: &std::path::Path| {
+        let bins: Vec<_> = std::fs::read_dir(dir.join("snapshots"))
+            .expect("list")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "bin"))
+            .collect();
+        assert_eq!(bins.len(), 1, "one published snapshot in {}", dir.display());
+        std::fs::read(&bins[0]).expect("read snapshot")
+    };
+    assert_eq!(dst.current_snapshot_index(), src.current_snapshot_index());
+    assert!(
+        only_bin(&src_dir) == only_bin(&dst_dir),
+        "the installed rows differ from the source's"
+    );
+
+    let mb = bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "snapshot_bench: {files} files (1 tag of 256 B each), snapshot {mb:.0} MiB: build \
+         {build_s:.2} s ({:.0} MiB/s), install on an empty node {install_s:.2} s ({:.0} MiB/s, \
+         {:.0} k files/s)",
+        mb / build_s,
+        mb / install_s,
+        files as f64 / install_s / 1000.0
     );
 }

@@ -37,7 +37,7 @@ fn collect<T: ReadableTable<&'static [u8], &'static [u8]>>(
     Ok(out)
 }
 
-type BytesTable<'a> = redb::Table<'a, &'static [u8], &'static [u8]>;
+pub(crate) type BytesTable<'a> = redb::Table<'a, &'static [u8], &'static [u8]>;
 
 /// The state machine's view of one redb write transaction. Each table is opened once and
 /// kept open for the life of the view: opening a table in a write transaction costs a lookup

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use super::redb_kv::def;
+use super::redb_kv::{def, BytesTable};
 use super::StoreError;
 use crate::sm::Table;
 
@@ -74,6 +74,10 @@ pub fn load(input: &mut impl Read, wtx: &WriteTransaction) -> Result<u64, StoreE
     let mut n = 0u64;
     let mut key = Vec::new();
     let mut val = Vec::new();
+    // `dump` writes each table's rows together, so the open table is kept until the id
+    // changes: opening a table per row (a table-tree lookup and a root write-back on drop) was
+    // most of an install's time.
+    let mut open: Option<(u8, BytesTable<'_>)> = None;
     loop {
         let mut id = [0u8; 1];
         input.read_exact(&mut id)?;
@@ -94,8 +98,16 @@ pub fn load(input: &mut impl Read, wtx: &WriteTransaction) -> Result<u64, StoreE
         input.read_exact(&mut key)?;
         val.resize(read_u32(input)? as usize, 0);
         input.read_exact(&mut val)?;
-        wtx.open_table(def(t))?
-            .insert(key.as_slice(), val.as_slice())?;
+        let table = match &mut open {
+            Some((open_id, table)) if *open_id == id[0] => table,
+            slot => {
+                // Close the previous table before opening the next (redb allows one open
+                // handle per table, and the drop writes its root back).
+                *slot = None;
+                &mut slot.insert((id[0], wtx.open_table(def(t))?)).1
+            }
+        };
+        table.insert(key.as_slice(), val.as_slice())?;
         n += 1;
     }
 }
