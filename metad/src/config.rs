@@ -70,9 +70,9 @@ pub struct RaftTuning {
     pub snapshot_chunk_bytes: u64,
 }
 
-/// Largest `raft.snapshot_chunk_bytes`: half the 64 MiB peer message limit, so a chunk and its
+/// Largest `raft.snapshot_chunk_bytes`: half the peer message limit, so a chunk and its
 /// envelope always fit.
-pub const SNAPSHOT_CHUNK_MAX: u64 = 32 << 20;
+pub const SNAPSHOT_CHUNK_MAX: u64 = (crate::network::PEER_MESSAGE_MAX / 2) as u64;
 
 impl Default for RaftTuning {
     fn default() -> Self {
@@ -227,7 +227,8 @@ impl Config {
         if !(1024..=SNAPSHOT_CHUNK_MAX).contains(&r.snapshot_chunk_bytes) {
             return Err(ConfigError(format!(
                 "raft.snapshot_chunk_bytes: must be 1024..={SNAPSHOT_CHUNK_MAX} (a chunk travels \
-                 in one peer message, limited to 64 MiB), got {}",
+                 in one peer message, limited to {} MiB), got {}",
+                crate::network::PEER_MESSAGE_MAX >> 20,
                 r.snapshot_chunk_bytes
             )));
         }

@@ -82,8 +82,16 @@ impl Gen {
     }
 }
 
-/// The directories `file_path` puts `files` files in, in one entry.
-async fn make_dirs(sm: &mut SmStore, g: &mut Gen, files: u64) {
+/// A state-machine store in `dir` (`sm.redb` and `snapshots/`).
+fn open_store(dir: &std::path::Path) -> SmStore {
+    let snaps = dir.join("snapshots");
+    std::fs::create_dir_all(&snaps).expect("snapdir");
+    SmStore::open(&dir.join("sm.redb"), &snaps).expect("open")
+}
+
+/// Creates files 0..`files` at `file_path` (their directories first, in one entry, then the
+/// files in batches); returns `run_batches`' (wall, CPU) µs per create.
+async fn create_files(sm: &mut SmStore, g: &mut Gen, files: u64) -> (f64, f64) {
     let mkdirs: Vec<Command> = (0..files / PER_DIR)
         .map(|d| {
             g.cmd(
@@ -100,6 +108,18 @@ async fn make_dirs(sm: &mut SmStore, g: &mut Gen, files: u64) {
         .collect();
     let e = g.entry(mkdirs);
     sm.apply(vec![e]).await.expect("mkdirs");
+    let mut next_file = 0u64;
+    run_batches(sm, g, files as usize, |_, _| {
+        let path = file_path(next_file);
+        next_file += 1;
+        Op::Namespace(NamespaceOp {
+            op: Some(namespace_op::Op::Create(CreateFile {
+                path,
+                ..Default::default()
+            })),
+        })
+    })
+    .await
 }
 
 fn file_path(j: u64) -> String {
@@ -151,24 +171,9 @@ async fn run_batches(
 #[ignore = "benchmark; run with --ignored --nocapture (release)"]
 async fn apply_cost_per_command() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let snaps = tmp.path().join("snapshots");
-    std::fs::create_dir_all(&snaps).expect("snapdir");
-    let mut sm = SmStore::open(&tmp.path().join("sm.redb"), &snaps).expect("open");
+    let mut sm = open_store(tmp.path());
     let mut g = Gen::new();
-    // Setup: the directories, then FILES files, in batches.
-    make_dirs(&mut sm, &mut g, FILES).await;
-    let mut next_file = 0u64;
-    let (create_us, create_cpu) = run_batches(&mut sm, &mut g, FILES as usize, |_, _| {
-        let path = file_path(next_file);
-        next_file += 1;
-        Op::Namespace(NamespaceOp {
-            op: Some(namespace_op::Op::Create(CreateFile {
-                path,
-                ..Default::default()
-            })),
-        })
-    })
-    .await;
+    let (create_us, create_cpu) = create_files(&mut sm, &mut g, FILES).await;
     let value = "v".repeat(256);
     let mut rounds = Vec::new();
     for _ in 0..7 {
@@ -216,12 +221,6 @@ fn snapshot_files() -> u64 {
         .unwrap_or(100_000)
 }
 
-fn open_store(dir: &std::path::Path) -> SmStore {
-    let snaps = dir.join("snapshots");
-    std::fs::create_dir_all(&snaps).expect("snapdir");
-    SmStore::open(&dir.join("sm.redb"), &snaps).expect("open")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; run with --ignored --nocapture (release)"]
 async fn snapshot_build_and_install() {
@@ -230,21 +229,10 @@ async fn snapshot_build_and_install() {
     let (src_dir, dst_dir) = (tmp.path().join("src"), tmp.path().join("dst"));
     let mut src = open_store(&src_dir);
     let mut g = Gen::new();
-    make_dirs(&mut src, &mut g, files).await;
     // Each file: created, then one 256 B tag (like the scale loader's rows).
+    create_files(&mut src, &mut g, files).await;
     let value = "v".repeat(250);
-    let (mut next_create, mut next_tag) = (0u64, 0u64);
-    run_batches(&mut src, &mut g, files as usize, |_, _| {
-        let path = file_path(next_create);
-        next_create += 1;
-        Op::Namespace(NamespaceOp {
-            op: Some(namespace_op::Op::Create(CreateFile {
-                path,
-                ..Default::default()
-            })),
-        })
-    })
-    .await;
+    let mut next_tag = 0u64;
     run_batches(&mut src, &mut g, files as usize, |_, _| {
         let j = next_tag;
         next_tag += 1;

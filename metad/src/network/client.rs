@@ -74,8 +74,8 @@ impl PeerClient {
 
     fn client(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
         Ok(RaftPeerClient::new(self.channel(addr)?)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20))
+            .max_decoding_message_size(super::PEER_MESSAGE_MAX)
+            .max_encoding_message_size(super::PEER_MESSAGE_MAX))
     }
 
     fn count(&self, rpc: &str, ok: bool) {

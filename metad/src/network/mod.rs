@@ -6,4 +6,7 @@ mod client;
 mod service;
 
 pub use client::{PeerClient, PeerNetwork};
+
+/// Largest peer message either side encodes or decodes (AppendEntries, snapshot chunks).
+pub const PEER_MESSAGE_MAX: usize = 64 << 20;
 pub use service::PeerService;

@@ -243,8 +243,8 @@ impl MetaNode {
         let peer_svc = metad_proto::raft::v1::raft_peer_server::RaftPeerServer::new(
             PeerService::new(core.clone()),
         )
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+        .max_decoding_message_size(crate::network::PEER_MESSAGE_MAX)
+        .max_encoding_message_size(crate::network::PEER_MESSAGE_MAX);
         let rx = stop_rx.clone();
         let peer_incoming = nodelay_incoming(listeners.peer);
         tasks.push(tokio::spawn(async move {
