@@ -106,5 +106,45 @@ fn failed_snapshot_install_keeps_the_old_state() {
         let b = dst.read(|kv| kv.get(Table::Register, b"b")).expect("read");
         assert!(b.is_none(), "nothing of the failed snapshot is visible");
         assert_eq!(dst.read(sm::revision).expect("rev"), before.revision);
+
+        // The whole snapshot installs, and the received file becomes the snapshot this node
+        // serves (renamed, not copied: no recv-* or *.tmp file is left behind).
+        let full = tokio::fs::read(
+            src_dir
+                .path()
+                .join("snapshots")
+                .join(format!("snap-{}.bin", snap.meta.snapshot_id)),
+        )
+        .await
+        .expect("read snapshot");
+        let mut recv = dst.begin_receiving_snapshot().await.expect("begin");
+        recv.write_all(&full).await.expect("write");
+        recv.flush().await.expect("flush");
+        dst.install_snapshot(&snap.meta, recv)
+            .await
+            .expect("install");
+        let b = dst.read(|kv| kv.get(Table::Register, b"b")).expect("read");
+        assert!(b.is_some(), "the installed state is visible");
+        let mut cur = dst
+            .get_current_snapshot()
+            .await
+            .expect("current")
+            .expect("a snapshot to serve");
+        assert_eq!(cur.meta, snap.meta);
+        let mut served = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut *cur.snapshot, &mut served)
+            .await
+            .expect("read served");
+        assert_eq!(served, full, "serves the bytes it received");
+        let names: Vec<String> = std::fs::read_dir(dst_dir.path().join("snapshots"))
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.starts_with("recv-") && !n.ends_with(".tmp")),
+            "{names:?}"
+        );
     });
 }

@@ -25,7 +25,8 @@ pub use state_machine::{AppliedState, SmStore, DURABLE_EVERY};
 pub const LOG_FORMAT_VERSION: u32 = 2;
 /// On-disk layout of `sm.redb` (and of snapshots); bump when it changes incompatibly.
 /// 2: session replies in a ring of slots per client, last-seen by the minute (`sm::session`).
-pub const SM_FORMAT_VERSION: u64 = 2;
+/// 3: tag-index rows hold a long value as a prefix and its hash (`sm::tags`).
+pub const SM_FORMAT_VERSION: u64 = 3;
 
 const FORMAT_TABLE: TableDefinition<&str, u64> = TableDefinition::new("format");
 

@@ -357,11 +357,29 @@ impl SmStore {
         Ok((meta, data))
     }
 
+    /// The `recv-*.tmp` path of a file `begin_receiving_snapshot` opened, found by inode.
+    fn received_path(&self, file: &std::fs::File) -> Result<Option<PathBuf>, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let want = file.metadata()?;
+        for e in std::fs::read_dir(&self.inner.snap_dir)?.flatten() {
+            if !e.file_name().to_string_lossy().starts_with("recv-") {
+                continue;
+            }
+            if let Ok(m) = e.metadata() {
+                if m.ino() == want.ino() && m.dev() == want.dev() {
+                    return Ok(Some(e.path()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     fn install_blocking(
         &self,
         meta: SnapshotMeta,
         mut file: std::fs::File,
     ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
         file.seek(SeekFrom::Start(0))?;
         let w = begin_durable(&self.inner.db)?;
         snapshot::load(&mut BufReader::new(&mut file), &w)?;
@@ -386,16 +404,34 @@ impl SmStore {
             log_index: meta.last_log_id.map(|l| l.index).unwrap_or(0),
             revision,
         });
-        // Keep a copy so this node can serve the snapshot to others.
-        file.seek(SeekFrom::Start(0))?;
+        let loaded = started.elapsed();
+        // Keep the received file as this node's snapshot, so it can serve it to others.
+        // openraft hands over the file, not its path: find it among `recv-*` by inode and
+        // rename it (a copy would double the disk and time at tens of GB); copy only if it
+        // cannot be found.
         let tmp = self
             .inner
             .snap_dir
             .join(format!("snap-{}.tmp", meta.snapshot_id));
-        let mut out = std::fs::File::create(&tmp)?;
-        std::io::copy(&mut file, &mut out)?;
-        out.sync_all()?;
-        self.publish_snapshot(meta, &tmp)?;
+        file.sync_all()?;
+        match self.received_path(&file)? {
+            Some(recv) => std::fs::rename(recv, &tmp)?,
+            None => {
+                file.seek(SeekFrom::Start(0))?;
+                let mut out = std::fs::File::create(&tmp)?;
+                std::io::copy(&mut file, &mut out)?;
+                out.sync_all()?;
+            }
+        }
+        let id = meta.snapshot_id.clone();
+        let (_, data) = self.publish_snapshot(meta, &tmp)?;
+        tracing::info!(
+            snapshot = %id,
+            bytes = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0),
+            load_s = loaded.as_secs_f64(),
+            total_s = started.elapsed().as_secs_f64(),
+            "installed snapshot"
+        );
         for e in std::fs::read_dir(&self.inner.snap_dir)?.flatten() {
             if e.file_name().to_string_lossy().starts_with("recv-") {
                 let _ = std::fs::remove_file(e.path());

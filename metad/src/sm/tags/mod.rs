@@ -3,12 +3,18 @@
 //!
 //! Storage (all keys ordered bytes; tag keys never contain NUL, values never contain NUL):
 //! - `Tags`:       ino u64 BE ‖ key                  -> flags u8 ‖ value   (the inode's own tags)
-//! - `TagIndex`:   key ‖ 0 ‖ value ‖ 0 ‖ ino u64 BE   -> flags u8           (secondary index)
+//! - `TagIndex`:   key ‖ 0 ‖ ivalue ‖ 0 ‖ ino u64 BE  -> flags u8           (secondary index)
 //! - `TagKeys`:    key                                -> count u64 BE       (inodes setting key)
 //! - `TagInherit`: ino u64 BE                         -> count u64 BE       (its inheritable tags)
 //!
 //! flags bit 0 = inherit. `TagInherit` lets effective-tag resolution skip the ancestors that
 //! carry no inheritable tag with one point read.
+//!
+//! `ivalue` is the value itself up to `INDEX_VALUE_WHOLE` bytes, else its first
+//! `INDEX_VALUE_PREFIX` bytes and 16 hex digits of its FNV-1a hash, so an index row stays small
+//! however long the value (a 256 B value made every row and every B-tree comparison ~5x
+//! larger). Two values can then share an `ivalue`; that is safe because the index only
+//! proposes candidates — FindByTags checks every candidate against the inode's real tags.
 
 pub mod expr;
 pub mod find;
@@ -61,15 +67,36 @@ pub(crate) fn index_key(key: &str, value: &str, ino: u64) -> Vec<u8> {
     k
 }
 
-/// `key ‖ 0` (all values) or `key ‖ 0 ‖ value ‖ 0` (one value).
+/// Values up to this many bytes are indexed whole.
+pub(crate) const INDEX_VALUE_WHOLE: usize = 48;
+/// How much of a longer value the index keeps before its hash.
+const INDEX_VALUE_PREFIX: usize = 32;
+
+/// `key ‖ 0` (all values) or `key ‖ 0 ‖ ivalue ‖ 0` (one value's rows, and any other value
+/// sharing its `ivalue`).
 pub(crate) fn index_prefix(key: &str, value: Option<&str>) -> Vec<u8> {
-    let mut k = key.as_bytes().to_vec();
+    let mut k = Vec::with_capacity(key.len() + INDEX_VALUE_WHOLE + 10);
+    k.extend_from_slice(key.as_bytes());
     k.push(0);
     if let Some(v) = value {
-        k.extend_from_slice(v.as_bytes());
+        let v = v.as_bytes();
+        if v.len() <= INDEX_VALUE_WHOLE {
+            k.extend_from_slice(v);
+        } else {
+            k.extend_from_slice(&v[..INDEX_VALUE_PREFIX]);
+            k.extend_from_slice(format!("{:016x}", fnv1a(v)).as_bytes());
+        }
         k.push(0);
     }
     k
+}
+
+/// FNV-1a, 64 bit: fixed by its definition, so every node and every release indexes a value
+/// the same way (std's hasher makes no such promise).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// The exclusive end of a prefix range (prefixes here end in 0, so bumping it is exact).

@@ -499,7 +499,13 @@ fn on_inode_deleted_clears_inheritance_of_a_directory() {
 // ---------- property test: index-served FindByTags == brute force ----------
 
 const KEYS: [&str; 3] = ["a", "b", "c"];
-const VALS: [&str; 3] = ["1", "2", "3"];
+// Two values longer than the index keeps whole, alike in their first 40 bytes.
+const VALS: [&str; 4] = [
+    "1",
+    "2",
+    "s3://bucket/datasets/imagenet-2012/train/shards/part-00001",
+    "s3://bucket/datasets/imagenet-2012/train/shards/part-00002",
+];
 
 #[derive(Debug, Clone)]
 struct Node {
@@ -513,7 +519,7 @@ fn arb_tree() -> impl Strategy<Value = Vec<Node>> {
         (
             any::<prop::sample::Index>(),
             any::<bool>(),
-            prop::collection::vec((0..3usize, 0..3usize, any::<bool>()), 0..3),
+            prop::collection::vec((0..3usize, 0..VALS.len(), any::<bool>()), 0..3),
         ),
         1..30,
     )
@@ -537,7 +543,7 @@ fn arb_tree() -> impl Strategy<Value = Vec<Node>> {
 
 fn arb_expr() -> impl Strategy<Value = Expr> {
     let key = (0..3usize).prop_map(|i| KEYS[i].to_string());
-    let val = (0..3usize).prop_map(|i| VALS[i].to_string());
+    let val = (0..VALS.len()).prop_map(|i| VALS[i].to_string());
     let leaf = prop_oneof![
         (key.clone(), val.clone()).prop_map(|(k, v)| Expr::Eq(k, v)),
         (key.clone(), val.clone()).prop_map(|(k, v)| Expr::Ne(k, v)),
@@ -637,6 +643,71 @@ proptest! {
             prop_assert_eq!(eff, want);
         }
     }
+}
+
+#[test]
+fn long_values_keep_index_rows_small_and_answers_exact() {
+    let mut kv = fresh();
+    let long_a = format!("{}a", "x".repeat(100));
+    let long_b = format!("{}b", "x".repeat(100));
+    // As long as a FindByTags expression can spell (EXPR_MAX = 4096 bytes).
+    let max = "y".repeat(4000);
+    // A short value spelled like long_a's index form shares its index rows.
+    let alias = {
+        let p = index_prefix("k", Some(&long_a));
+        String::from_utf8(p[2..p.len() - 1].to_vec()).expect("ascii")
+    };
+    assert_eq!(alias.len(), INDEX_VALUE_WHOLE);
+    assert_eq!(
+        index_prefix("k", Some(&alias)),
+        index_prefix("k", Some(&long_a))
+    );
+    for (name, v) in [("a", &long_a), ("b", &long_b), ("m", &max), ("s", &alias)] {
+        mk(&mut kv, ROOT_INO, name, false);
+        ok(&mut kv, &set_op(&format!("/{name}"), &[("k", v)], false));
+    }
+    let rows = kv.range(Table::TagIndex, &[], None, 10).expect("range");
+    assert_eq!(rows.len(), 4);
+    for (k, _) in &rows {
+        assert!(
+            k.len() <= 1 + 1 + INDEX_VALUE_WHOLE + 1 + 8,
+            "{} bytes",
+            k.len()
+        );
+    }
+    let q = |v: &str| format!("k=\"{v}\"");
+    assert_eq!(find_all(&kv, "/", &q(&long_a), 10), vec!["/a"]);
+    assert_eq!(find_all(&kv, "/", &q(&long_b), 10), vec!["/b"]);
+    assert_eq!(find_all(&kv, "/", &q(&max), 10), vec!["/m"]);
+    assert_eq!(find_all(&kv, "/", &q(&alias), 10), vec!["/s"]);
+    assert_eq!(
+        find_all(&kv, "/", &format!("k in (\"{long_a}\", \"{long_b}\")"), 10),
+        vec!["/a", "/b"]
+    );
+    // The shared rows are read, then the real tags decide.
+    let p = find_by_tags(
+        &kv,
+        &FindQuery {
+            scope: "/",
+            expr: &q(&long_a),
+            cursor: "",
+            limit: 10,
+        },
+    )
+    .expect("find");
+    assert!(p.plan.contains(": 2 rows"), "{}", p.plan);
+    // Changing and removing a long value removes its old index row.
+    ok(&mut kv, &set_op("/a", &[("k", &long_b)], false));
+    assert_eq!(find_all(&kv, "/", &q(&long_a), 10), Vec::<String>::new());
+    assert_eq!(find_all(&kv, "/", &q(&long_b), 10), vec!["/a", "/b"]);
+    ok(&mut kv, &rm_op("/m", &["k"]));
+    assert_eq!(find_all(&kv, "/", &q(&max), 10), Vec::<String>::new());
+    assert_eq!(
+        kv.range(Table::TagIndex, &[], None, 10)
+            .expect("range")
+            .len(),
+        3
+    );
 }
 
 #[test]
