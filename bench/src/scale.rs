@@ -361,7 +361,9 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
             conf_arg.clone(),
         ],
         dir.join("n4.log"),
-    );
+    )
+    // The store's info lines say how long the snapshot install took (load vs total).
+    .env("RUST_LOG", "warn,openraft=off,metad::store=info");
     learner.start()?;
     let target = admin.node_status().await.map(|s| s.commit_index)?;
     let t = Instant::now();
@@ -414,6 +416,11 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
             mib(learner_rss)
         ),
         Some(e) => println!("learner did not catch up after {learner_s:.1}s: {e}"),
+    }
+    if let Ok(log) = std::fs::read_to_string(dir.join("n4.log")) {
+        for l in log.lines().filter(|l| l.contains("installed snapshot")) {
+            println!("learner: {}", l.trim());
+        }
     }
     if a.json {
         let b: Vec<_> = benches

@@ -117,6 +117,10 @@ pub struct Config {
     /// Watch history kept, in revisions: older events are compacted away by the leader and a
     /// watch that asks for them gets COMPACTED.
     pub watch_history_revisions: u64,
+    /// Watch history kept, in events: the leader also compacts the oldest whole revisions
+    /// while more events than this are kept (a bulk import puts ~1000 events in one revision,
+    /// so a revision bound alone let the history of a 10 M-file load fill the store).
+    pub watch_history_events: u64,
     /// How often the leader checks whether history needs compacting (ms).
     pub compaction_interval_ms: u64,
     /// A watcher whose stream buffer stays full this long (ms) is cut off with
@@ -143,6 +147,7 @@ impl Default for Config {
             request_timeout_ms: 10_000,
             log_filter: "info,openraft=warn".into(),
             watch_history_revisions: 100_000,
+            watch_history_events: 1_000_000,
             compaction_interval_ms: 10_000,
             watch_slow_receiver_ms: 10_000,
             sm_cache_mib: crate::store::SM_CACHE_DEFAULT_MIB,
@@ -237,6 +242,12 @@ impl Config {
         }
         if self.watch_slow_receiver_ms < 100 {
             return Err(ConfigError("watch_slow_receiver_ms: must be >= 100".into()));
+        }
+        if self.watch_history_events < 1000 {
+            return Err(ConfigError(format!(
+                "watch_history_events: must be >= 1000 (one bulk import can add 1000 events), got {}",
+                self.watch_history_events
+            )));
         }
         if self.compaction_interval_ms < 100 {
             return Err(ConfigError("compaction_interval_ms: must be >= 100".into()));

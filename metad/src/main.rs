@@ -95,6 +95,9 @@ struct NodeArgs {
     /// Watch history kept, in revisions; older history answers COMPACTED.
     #[arg(long, env = "METAD_WATCH_HISTORY_REVISIONS")]
     watch_history_revisions: Option<u64>,
+    /// Watch history kept, in events (default 1 000 000); the oldest whole revisions go first.
+    #[arg(long, env = "METAD_WATCH_HISTORY_EVENTS")]
+    watch_history_events: Option<u64>,
     /// Page cache of sm.redb in MiB (default 256): the node's largest memory use.
     #[arg(long, env = "METAD_SM_CACHE_MIB")]
     sm_cache_mib: Option<u64>,
@@ -123,6 +126,7 @@ impl NodeArgs {
             request_timeout_ms,
             log_filter,
             watch_history_revisions,
+            watch_history_events,
             sm_cache_mib
         );
         if self.advertise_client.is_some() {

@@ -322,3 +322,86 @@ async fn a_watcher_that_stops_reading_is_cut_off_with_a_resume_point() -> anyhow
     cluster.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn history_is_also_bounded_in_events() -> anyhow::Result<()> {
+    use metad_client::{pb, SiloSpec};
+    init_logging();
+    // The revision bound alone would keep all of it: a bulk import is one revision.
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .configure(|c| {
+            c.watch_history_revisions = 100_000;
+            c.watch_history_events = 1000;
+            c.compaction_interval_ms = 100;
+        })
+        .build()
+        .await?;
+    cluster.wait_for_leader(T).await?;
+    let client = cluster.client().await?;
+    client
+        .register_site("s", "", "", Default::default())
+        .await?;
+    client
+        .register_silo(SiloSpec {
+            name: "silo".into(),
+            site: "s".into(),
+            kind: pb::SiloKind::Posix,
+            tier: pb::SiloTier::Hot,
+            capacity_bytes: 1 << 40,
+            root: "/srv".into(),
+            ..Default::default()
+        })
+        .await?;
+    client.mkdir("/imp", false).await?;
+    // Four imports of 200 files, each one revision of 400 events (Created + InstanceAdded).
+    let mut revs = Vec::new();
+    for b in 0..4 {
+        let files = (0..200)
+            .map(|i| pb::ImportEntry {
+                path: format!("/imp/b{b}-{i:03}"),
+                size: 1,
+                ..Default::default()
+            })
+            .collect();
+        let r = client.import_files("silo", files).await?;
+        revs.push(r.header.map(|h| h.revision).unwrap_or(0));
+    }
+    let first = revs[0];
+    let last = revs[3];
+    // The oldest imports go, whole revisions at a time, until at most 1000 events are left.
+    let err = wait_until(T, "history to be compacted by count", || async {
+        let req = WatchRequest {
+            after_revision: Some(first - 1),
+            ..Default::default()
+        };
+        match client.watch(req).await {
+            Err(e) if e.code() == ErrorCode::Compacted => Some(e),
+            Err(_) => None,
+            Ok(mut s) => match Client::next_watch_message(&mut s).await {
+                Err(e) if e.code() == ErrorCode::Compacted => Some(e),
+                _ => None,
+            },
+        }
+    })
+    .await?;
+    assert!(err.message().contains("oldest available revision"), "{err}");
+    // The last two imports (800 events) fit the bound and are still served, whole.
+    let mut s = client
+        .watch(WatchRequest {
+            path_prefix: "/imp".into(),
+            after_revision: Some(revs[1]),
+            ..Default::default()
+        })
+        .await?;
+    let got = collect(&mut s, |evs| {
+        evs.iter().filter(|e| e.revision == last).count() == 400
+    })
+    .await?;
+    assert_eq!(got.len(), 800, "both remaining imports, whole: {:?}", revs);
+    assert!(got
+        .iter()
+        .all(|e| e.revision == revs[2] || e.revision == last));
+    cluster.shutdown().await;
+    Ok(())
+}

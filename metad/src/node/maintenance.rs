@@ -1,5 +1,6 @@
 //! Leader-side housekeeping proposed through the log (so every node does the same work at the
-//! same index): compaction of the watch event history beyond `watch_history_revisions`, and
+//! same index): compaction of the watch event history beyond `watch_history_revisions` or
+//! `watch_history_events`, and
 //! agent-lease refresh (on becoming leader) and expiry.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +12,39 @@ use tokio::sync::watch;
 
 use super::NodeCore;
 use crate::sm::model::oldest_event_revision;
+use crate::sm::watch::COMPACT_BATCH;
+use crate::sm::{KvRead, Table};
 
 static SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// The revision below which history must go: beyond `watch_history_revisions` revisions, or
+/// the oldest whole revisions while more than `watch_history_events` events are kept (at most
+/// `COMPACT_BATCH` events' worth per check; the loop in `run` comes back for the rest).
+/// 0 = nothing to compact.
+fn compaction_target(
+    kv: &crate::store::redb_kv::RedbRead,
+    max_revisions: u64,
+    max_events: u64,
+) -> Result<u64, crate::sm::KvError> {
+    let current = crate::sm::revision(kv)?;
+    let oldest = oldest_event_revision(kv)?;
+    if oldest == 0 {
+        return Ok(0);
+    }
+    let mut below = current.saturating_sub(max_revisions);
+    let excess = kv.row_count(Table::Events)?.saturating_sub(max_events);
+    if excess > 0 {
+        let n = usize::try_from(excess)
+            .unwrap_or(usize::MAX)
+            .min(COMPACT_BATCH);
+        let rows = kv.range(Table::Events, &[], None, n)?;
+        if let Some(rev) = rows.last().and_then(|(k, _)| k.get(..8)) {
+            let rev = u64::from_be_bytes(rev.try_into().unwrap_or_default());
+            below = below.max(rev.saturating_add(1));
+        }
+    }
+    Ok(if below > oldest { below } else { 0 })
+}
 
 /// One compaction check; returns the number of events removed (0 if nothing to do or not
 /// leader).
@@ -20,19 +52,17 @@ pub async fn compact_once(core: &NodeCore) -> u64 {
     if !core.is_leader() {
         return 0;
     }
-    let retention = core.config.watch_history_revisions;
-    let Ok((current, oldest)) = core
+    let (max_revisions, max_events) = (
+        core.config.watch_history_revisions,
+        core.config.watch_history_events,
+    );
+    let below = match core
         .sm
-        .read(|kv| Ok((crate::sm::revision(kv)?, oldest_event_revision(kv)?)))
-    else {
-        return 0;
+        .read(|kv| compaction_target(kv, max_revisions, max_events))
+    {
+        Ok(0) | Err(_) => return 0,
+        Ok(b) => b,
     };
-    let Some(below) = current.checked_sub(retention) else {
-        return 0;
-    };
-    if oldest == 0 || oldest >= below {
-        return 0;
-    }
     let cmd = Command {
         client_id: format!("metad-leader-{}", core.id),
         seq: SEQ.fetch_add(1, Ordering::Relaxed),

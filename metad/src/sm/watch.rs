@@ -48,13 +48,12 @@ pub fn apply_maintenance(
     let removed = rows.len() as u64;
     let mut horizon = below;
     if rows.len() == COMPACT_BATCH {
-        // Not finished: the horizon is the first event still present.
-        if let Some((k, _)) = kv
-            .range(Table::Events, &[], Some(&end), COMPACT_BATCH + 1)?
-            .last()
-        {
+        // Not finished: everything up to the last revision touched counts as gone, even if
+        // part of it is still stored (the batch may end inside a revision; a watch must not
+        // be served half a revision). The next entry removes the rest.
+        if let Some((k, _)) = rows.last() {
             horizon = <[u8; 8]>::try_from(&k[..8])
-                .map(u64::from_be_bytes)
+                .map(|r| u64::from_be_bytes(r).saturating_add(1).min(below))
                 .unwrap_or(below);
         }
     }
@@ -160,5 +159,35 @@ mod tests {
         assert_eq!(left.first().map(|e| e.revision), Some(6));
         assert_eq!(left.len(), 10);
         assert!(!ctx.changed, "compaction does not advance the revision");
+    }
+
+    #[test]
+    fn a_batch_ending_inside_a_revision_marks_that_revision_gone() {
+        let mut kv = MemKv::default();
+        // Revision 1 holds more events than one compaction entry removes.
+        let big: Vec<Event> = (0..COMPACT_BATCH + 5).map(|_| ev(1, "/a")).collect();
+        write_events(&mut kv, &big).expect("write");
+        write_events(&mut kv, &[ev(2, "/b")]).expect("write");
+        let compact = |kv: &mut MemKv| {
+            let mut ctx = ApplyCtx::new(3, 0);
+            apply_maintenance(
+                kv,
+                &mut ctx,
+                &Maintenance {
+                    compact_events_below: 2,
+                    ..Default::default()
+                },
+            )
+            .map_err(|_| "apply")
+            .expect("compact")
+            .events_removed
+        };
+        assert_eq!(compact(&mut kv), COMPACT_BATCH as u64);
+        // Five events of revision 1 remain, but a watch from revision 1 must be refused.
+        assert_eq!(compacted_below(&kv).expect("meta"), 2);
+        assert_eq!(compact(&mut kv), 5);
+        assert_eq!(compacted_below(&kv).expect("meta"), 2);
+        let left = events_from(&kv, 0, 100).expect("read");
+        assert_eq!(left.iter().map(|e| e.revision).collect::<Vec<_>>(), vec![2]);
     }
 }

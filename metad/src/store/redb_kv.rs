@@ -124,6 +124,12 @@ impl RedbRead {
         }
     }
 
+    /// Rows in table `t` (redb keeps the count in the table header: no scan).
+    pub fn row_count(&self, t: Table) -> Result<u64, KvError> {
+        use redb::ReadableTableMetadata;
+        self.with_table(t, 0, |table| table.len().map_err(kerr))
+    }
+
     fn with_table<R>(
         &self,
         t: Table,
