@@ -347,6 +347,11 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
         restarts.push(t.elapsed().as_secs_f64());
     }
 
+    // The learner joins a cluster at rest: with snapshots still due, the leader may snapshot
+    // and purge its log while the learner installs, and the learner then needs a second
+    // snapshot (seen at 10 M files, after the last create benchmark's 50 k entries).
+    let learner_settle_s =
+        wait_snapshots_settled(&admin, 3, a.snapshot_after, settle_timeout).await?;
     if a.learner_replaces_follower {
         admin.remove_member(follower).await?;
         cluster.node(follower).kill9();
@@ -380,7 +385,7 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     let target = admin.node_status().await.map(|s| s.commit_index)?;
     let t = Instant::now();
     let learner_res = async {
-        admin
+        match admin
             .add_learner(
                 4,
                 "site-d",
@@ -388,13 +393,23 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
                 &format!("127.0.0.1:{cport}"),
                 true,
             )
-            .await?;
-        eprintln!(
-            "add_learner returned after {:.1}s",
-            t.elapsed().as_secs_f64()
-        );
+            .await
+        {
+            Ok(_) => eprintln!(
+                "add_learner returned after {:.1}s",
+                t.elapsed().as_secs_f64()
+            ),
+            // The server stops waiting for the learner after its own deadline (120 s); the
+            // learner was added and is still catching up, so keep measuring.
+            Err(e) if e.code() == metad_client::ErrorCode::Ambiguous => eprintln!(
+                "add_learner: {e} after {:.1}s; still waiting for the learner",
+                t.elapsed().as_secs_f64()
+            ),
+            Err(e) => return Err(e.into()),
+        }
         let lnode = admin.on_addr(&format!("127.0.0.1:{cport}"))?;
-        wait_applied(&lnode, target, Duration::from_secs(300)).await
+        let wait = Duration::from_secs(300.max(120 * a.files.div_ceil(1_000_000)));
+        wait_applied(&lnode, target, wait).await
     }
     .await;
     let learner_s = t.elapsed().as_secs_f64();
@@ -424,7 +439,7 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     );
     match &learner_err {
         None => println!(
-            "learner caught up in {learner_s:.1}s (snapshot index {ls_snap}, applied {ls_applied}), learner RSS {:.0} MiB",
+            "learner (added after {learner_settle_s:.0}s waiting for snapshots to settle) caught up in {learner_s:.1}s (snapshot index {ls_snap}, applied {ls_applied}), learner RSS {:.0} MiB",
             mib(learner_rss)
         ),
         Some(e) => println!("learner did not catch up after {learner_s:.1}s: {e}"),
@@ -450,6 +465,7 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
                 "learner_catchup_s": learner_s, "learner_snapshot_index": ls_snap,
                 "learner_error": learner_err,
                 "learner_replaced_follower": a.learner_replaces_follower,
+                "learner_settle_s": learner_settle_s,
                 "learner_rss_bytes": learner_rss, "load1": load1(),
             })
         );
