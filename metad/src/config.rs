@@ -245,7 +245,7 @@ impl Config {
         }
         if self.watch_history_events < 1000 {
             return Err(ConfigError(format!(
-                "watch_history_events: must be >= 1000 (one bulk import can add 1000 events), got {}",
+                "watch_history_events: must be >= 1000, got {}",
                 self.watch_history_events
             )));
         }
@@ -374,6 +374,16 @@ mod tests {
         let mut c = Config::default();
         c.raft.snapshot_chunk_bytes = SNAPSHOT_CHUNK_MAX;
         assert!(c.validate().is_ok());
+        let c = Config {
+            watch_history_events: 999,
+            ..Default::default()
+        };
+        let e = c.validate().expect_err("must fail").to_string();
+        assert!(
+            e.contains("watch_history_events") && e.contains(">= 1000"),
+            "{e}"
+        );
+        assert!(Config::from_toml("watch_history_events = 1000\n").is_ok());
         assert!(Config::default().validate().is_ok());
     }
 
