@@ -499,7 +499,7 @@ fn on_inode_deleted_clears_inheritance_of_a_directory() {
 // ---------- property test: index-served FindByTags == brute force ----------
 
 const KEYS: [&str; 3] = ["a", "b", "c"];
-// Two values longer than the index keeps whole, alike in their first 40 bytes.
+// Two values longer than the index keeps whole (58 bytes), alike but for their last byte.
 const VALS: [&str; 4] = [
     "1",
     "2",
