@@ -47,11 +47,20 @@ fn format_version_mismatch_is_a_clear_error() {
 
 /// A snapshot install that fails part-way (here: a truncated snapshot file) leaves the previous
 /// state machine intact and readable: the install is one redb transaction.
+/// Receives `bytes` as a snapshot sent by a peer would arrive.
+async fn receive(dst: &mut SmStore, bytes: &[u8]) -> Box<tokio::fs::File> {
+    use openraft::storage::RaftStateMachine;
+    use tokio::io::AsyncWriteExt;
+    let mut recv = dst.begin_receiving_snapshot().await.expect("begin");
+    recv.write_all(bytes).await.expect("write");
+    recv.flush().await.expect("flush");
+    recv
+}
+
 #[test]
 fn failed_snapshot_install_keeps_the_old_state() {
     use metad::sm::{self, KvRead, Table};
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
-    use tokio::io::AsyncWriteExt;
 
     let rt = tokio::runtime::Runtime::new().expect("rt");
     rt.block_on(async {
@@ -80,7 +89,7 @@ fn failed_snapshot_install_keeps_the_old_state() {
         let before = dst.applied();
 
         // Receive a truncated copy of the snapshot and try to install it.
-        let mut bytes = tokio::fs::read(
+        let full = tokio::fs::read(
             src_dir
                 .path()
                 .join("snapshots")
@@ -88,10 +97,7 @@ fn failed_snapshot_install_keeps_the_old_state() {
         )
         .await
         .expect("read snapshot");
-        bytes.truncate(bytes.len() / 2);
-        let mut recv = dst.begin_receiving_snapshot().await.expect("begin");
-        recv.write_all(&bytes).await.expect("write");
-        recv.flush().await.expect("flush");
+        let recv = receive(&mut dst, &full[..full.len() / 2]).await;
         let res = dst.install_snapshot(&snap.meta, recv).await;
         assert!(res.is_err(), "a truncated snapshot must not install");
 
@@ -109,17 +115,7 @@ fn failed_snapshot_install_keeps_the_old_state() {
 
         // The whole snapshot installs, and the received file becomes the snapshot this node
         // serves (renamed, not copied: no recv-* or *.tmp file is left behind).
-        let full = tokio::fs::read(
-            src_dir
-                .path()
-                .join("snapshots")
-                .join(format!("snap-{}.bin", snap.meta.snapshot_id)),
-        )
-        .await
-        .expect("read snapshot");
-        let mut recv = dst.begin_receiving_snapshot().await.expect("begin");
-        recv.write_all(&full).await.expect("write");
-        recv.flush().await.expect("flush");
+        let recv = receive(&mut dst, &full).await;
         dst.install_snapshot(&snap.meta, recv)
             .await
             .expect("install");

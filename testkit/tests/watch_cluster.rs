@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use metad_client::pb::{Event, EventKind, WatchRequest};
-use metad_client::{Client, ErrorCode, WatchStream};
+use metad_client::{Client, ClientError, ErrorCode, WatchStream};
 use metad_testkit::{init_logging, wait_until, Cluster};
 
 const T: Duration = Duration::from_secs(20);
@@ -25,6 +25,27 @@ async fn collect(
         out.extend(msg.events);
     }
     Ok(out)
+}
+
+/// Polls until a watch from `after_revision` is refused with COMPACTED; returns the refusal.
+async fn wait_compacted(client: &Client, after_revision: u64) -> anyhow::Result<ClientError> {
+    wait_until(T, "history to be compacted", || async {
+        // The refusal comes when the stream is opened (or, if compaction races the open, as
+        // the stream's first message).
+        let req = WatchRequest {
+            after_revision: Some(after_revision),
+            ..Default::default()
+        };
+        match client.watch(req).await {
+            Err(e) if e.code() == ErrorCode::Compacted => Some(e),
+            Err(_) => None,
+            Ok(mut s) => match Client::next_watch_message(&mut s).await {
+                Err(e) if e.code() == ErrorCode::Compacted => Some(e),
+                _ => None,
+            },
+        }
+    })
+    .await
 }
 
 fn created(events: &[Event]) -> Vec<String> {
@@ -165,23 +186,7 @@ async fn compacted_history_is_refused_with_the_oldest_revision() -> anyhow::Resu
             .unwrap_or(0);
     }
     // Wait until history before revision `last - 10` is gone, then ask for all of it.
-    let err = wait_until(T, "history to be compacted", || async {
-        // The refusal comes when the stream is opened (or, if compaction races the open, as
-        // the stream's first message).
-        let req = WatchRequest {
-            after_revision: Some(0),
-            ..Default::default()
-        };
-        match client.watch(req).await {
-            Err(e) if e.code() == ErrorCode::Compacted => Some(e),
-            Err(_) => None,
-            Ok(mut s) => match Client::next_watch_message(&mut s).await {
-                Err(e) if e.code() == ErrorCode::Compacted => Some(e),
-                _ => None,
-            },
-        }
-    })
-    .await?;
+    let err = wait_compacted(&client, 0).await?;
     assert!(err.message().contains("oldest available revision"), "{err}");
     // Recent history is still served.
     let mut s = client
@@ -370,21 +375,7 @@ async fn history_is_also_bounded_in_events() -> anyhow::Result<()> {
     let first = revs[0];
     let last = revs[3];
     // The oldest imports go, whole revisions at a time, until at most 1000 events are left.
-    let err = wait_until(T, "history to be compacted by count", || async {
-        let req = WatchRequest {
-            after_revision: Some(first - 1),
-            ..Default::default()
-        };
-        match client.watch(req).await {
-            Err(e) if e.code() == ErrorCode::Compacted => Some(e),
-            Err(_) => None,
-            Ok(mut s) => match Client::next_watch_message(&mut s).await {
-                Err(e) if e.code() == ErrorCode::Compacted => Some(e),
-                _ => None,
-            },
-        }
-    })
-    .await?;
+    let err = wait_compacted(&client, first - 1).await?;
     assert!(err.message().contains("oldest available revision"), "{err}");
     // The last two imports (800 events) fit the bound and are still served, whole.
     let mut s = client

@@ -53,7 +53,7 @@ pub fn apply_maintenance(
         // be served half a revision). The next entry removes the rest.
         if let Some((k, _)) = rows.last() {
             horizon = <[u8; 8]>::try_from(&k[..8])
-                .map(|r| u64::from_be_bytes(r).saturating_add(1).min(below))
+                .map(|r| u64::from_be_bytes(r).saturating_add(1))
                 .unwrap_or(below);
         }
     }
