@@ -98,7 +98,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = tokio::fs::File,
+        SnapshotData = crate::store::install::SnapFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -4,6 +4,7 @@
 //! at open.
 //! Must not import `api` or `network`.
 
+pub mod install;
 pub mod log;
 pub mod redb_kv;
 pub mod snapshot;

@@ -19,7 +19,7 @@ use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -27,6 +27,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use tokio::sync::watch;
 
+use super::install::{Loaded, Loader, SnapFile};
 use super::redb_kv::{RedbRead, RedbWrite};
 use super::{open_db, snapshot, to_storage_error, StoreError};
 use crate::sm::{self, KvError};
@@ -37,6 +38,8 @@ use crate::types::{
 const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_raft");
 const K_APPLIED: &str = "last_applied";
 const K_MEMBERSHIP: &str = "membership";
+/// File-name prefix of a state-machine file being loaded from a received snapshot.
+const INSTALL_PREFIX: &str = "sm-install-";
 
 /// Longest stretch of applying without a durable (fsynced) state-machine commit.
 pub const DURABLE_EVERY: Duration = Duration::from_millis(500);
@@ -49,7 +52,14 @@ pub struct AppliedState {
 }
 
 struct Inner {
-    db: Database,
+    /// Replaced as a whole when a streamed snapshot is installed (`swap_in`); readers keep
+    /// the `Arc` they took, so a read that started before the swap finishes on the old file.
+    db: RwLock<Arc<Database>>,
+    /// `sm.redb`, and the page cache of every database opened for it.
+    sm_path: PathBuf,
+    cache_bytes: usize,
+    /// Bumped when `db` is replaced (the writeback thread reopens the file).
+    db_generation: Arc<AtomicU64>,
     snap_dir: PathBuf,
     applied: watch::Sender<AppliedState>,
     seq: AtomicU64,
@@ -64,12 +74,15 @@ struct Inner {
     dirty: Arc<AtomicBool>,
     /// Durable commits made (apply batches, flushes): for tests and metrics.
     durable_commits: AtomicU64,
+    /// Snapshots installed by swapping in a file loaded while they arrived.
+    streamed_installs: AtomicU64,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         if self.dirty.load(Ordering::SeqCst) {
-            if let Err(e) = durable_commit(&self.db) {
+            let db = self.db.read().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Err(e) = durable_commit(&db) {
                 tracing::warn!(error = %e, "final state-machine flush failed");
             }
         }
@@ -88,7 +101,7 @@ fn durable_commit(db: &Database) -> Result<(), StoreError> {
 /// of these) loads that state instead of walking the whole file — 7.6 s for a 2.2 GB `sm.redb`
 /// before. Costs one more fsync (two-phase commit) per durable commit, at most every
 /// [`DURABLE_EVERY`].
-fn begin_durable(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
+pub(super) fn begin_durable(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
     let mut w = db.begin_write()?;
     w.set_durability(Durability::Immediate)
         .map_err(|e| StoreError::Redb(e.to_string()))?;
@@ -148,11 +161,23 @@ impl SmStore {
             .and_then(|(_, p)| std::fs::metadata(p).ok())
             .map(|m| m.len())
             .unwrap_or(0);
+        // A streamed install that did not finish before a crash or stop.
+        if let Some(dir) = path.parent() {
+            for e in std::fs::read_dir(dir)?.flatten() {
+                if e.file_name().to_string_lossy().starts_with(INSTALL_PREFIX) {
+                    std::fs::remove_file(e.path())?;
+                }
+            }
+        }
         let dirty = Arc::new(AtomicBool::new(false));
-        super::writeback::spawn(path, Arc::downgrade(&dirty))?;
+        let db_generation = Arc::new(AtomicU64::new(0));
+        super::writeback::spawn(path, Arc::downgrade(&dirty), Arc::downgrade(&db_generation))?;
         Ok(SmStore {
             inner: Arc::new(Inner {
-                db,
+                db: RwLock::new(Arc::new(db)),
+                sm_path: path.to_path_buf(),
+                cache_bytes,
+                db_generation,
                 snap_dir: snap_dir.to_path_buf(),
                 applied: tx,
                 seq: AtomicU64::new(0),
@@ -162,8 +187,18 @@ impl SmStore {
                 last_durable: Mutex::new(Instant::now()),
                 dirty,
                 durable_commits: AtomicU64::new(0),
+                streamed_installs: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// The current `sm.redb` handle.
+    fn db(&self) -> Arc<Database> {
+        self.inner
+            .db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Subscribe to applied-state changes (for `min_revision` and read-index waits).
@@ -192,10 +227,16 @@ impl SmStore {
         self.inner.durable_commits.load(Ordering::Relaxed)
     }
 
+    /// Snapshots installed from a file loaded while they arrived (the rest were loaded from
+    /// the received file after the transfer).
+    pub fn streamed_installs(&self) -> u64 {
+        self.inner.streamed_installs.load(Ordering::Relaxed)
+    }
+
     /// Makes every applied entry durable now (one fsync).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.inner.dirty.store(false, Ordering::SeqCst);
-        durable_commit(&self.inner.db)?;
+        durable_commit(&self.db())?;
         self.inner.durable_commits.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut t) = self.inner.last_durable.lock() {
             *t = Instant::now();
@@ -221,7 +262,7 @@ impl SmStore {
         &self,
         f: impl FnOnce(&RedbRead) -> Result<T, KvError>,
     ) -> Result<T, StoreError> {
-        let view = RedbRead::new(self.inner.db.begin_read()?);
+        let view = RedbRead::new(self.db().begin_read()?);
         Ok(f(&view)?)
     }
 
@@ -232,10 +273,11 @@ impl SmStore {
             .lock()
             .map(|t| t.elapsed() >= DURABLE_EVERY)
             .unwrap_or(true);
+        let db = self.db();
         let w = if durable {
-            begin_durable(&self.inner.db)?
+            begin_durable(&db)?
         } else {
-            let mut w = self.inner.db.begin_write()?;
+            let mut w = db.begin_write()?;
             w.set_durability(Durability::None)
                 .map_err(|e| StoreError::Redb(e.to_string()))?;
             w
@@ -295,7 +337,7 @@ impl SmStore {
     }
 
     fn build_blocking(&self) -> Result<(SnapshotMeta, PathBuf), StoreError> {
-        let rtx = self.inner.db.begin_read()?;
+        let rtx = self.db().begin_read()?;
         // Everything this read transaction sees becomes durable before the snapshot exists:
         // openraft may purge the log behind it.
         self.flush()?;
@@ -332,6 +374,16 @@ impl SmStore {
         tmp: &Path,
     ) -> Result<(SnapshotMeta, PathBuf), StoreError> {
         let dir = &self.inner.snap_dir;
+        // A build that started before an install finished may end after it: never replace
+        // the snapshot served with an older one (openraft may have purged the log behind the
+        // newer one). The lock is held to the end, so two publishes do not interleave.
+        let mut current = self.inner.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cur, path)) = current.as_ref() {
+            if cur.last_log_id.map(|l| l.index) > meta.last_log_id.map(|l| l.index) {
+                let _ = std::fs::remove_file(tmp);
+                return Ok((cur.clone(), path.clone()));
+            }
+        }
         let data = dir.join(format!("snap-{}.bin", meta.snapshot_id));
         let meta_path = dir.join(format!("snap-{}.meta", meta.snapshot_id));
         std::fs::rename(tmp, &data)?;
@@ -342,9 +394,7 @@ impl SmStore {
         std::fs::File::open(dir)?.sync_all()?;
         let size = std::fs::metadata(&data)?.len();
         self.inner.snapshot_bytes.store(size, Ordering::Relaxed);
-        if let Ok(mut cur) = self.inner.current.lock() {
-            *cur = Some((meta.clone(), data.clone()));
-        }
+        *current = Some((meta.clone(), data.clone()));
         // Older snapshots are no longer served.
         for e in std::fs::read_dir(dir)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -374,36 +424,64 @@ impl SmStore {
         Ok(None)
     }
 
+    /// Makes a streamed-in state-machine file the live one: renamed over `sm.redb` (atomic;
+    /// it is already durable), then its handle replaces the old. Returns the loader's time
+    /// spent waiting for bytes and its time after the last byte arrived.
+    fn swap_in(&self, l: Loaded) -> Result<(Duration, Duration), StoreError> {
+        std::fs::rename(&l.path, &self.inner.sm_path)?;
+        if let Some(dir) = self.inner.sm_path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        let log_index = {
+            let (applied, _) = raft_meta_in(&l.db.begin_read()?)?;
+            applied.map(|a| a.index).unwrap_or(0)
+        };
+        *self.inner.db.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(l.db);
+        self.inner.db_generation.fetch_add(1, Ordering::SeqCst);
+        // Unflushed commits of the old file are replaced, not lost: the snapshot covers them.
+        self.inner.dirty.store(false, Ordering::SeqCst);
+        if let Ok(mut t) = self.inner.last_durable.lock() {
+            *t = Instant::now();
+        }
+        self.inner.applied.send_replace(AppliedState {
+            log_index,
+            revision: l.revision,
+        });
+        self.inner.streamed_installs.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(rows = l.rows, "streamed snapshot swapped in");
+        Ok((l.waited, l.tail))
+    }
+
     fn install_blocking(
         &self,
         meta: SnapshotMeta,
         mut file: std::fs::File,
+        loader: Option<Loader>,
     ) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        file.seek(SeekFrom::Start(0))?;
-        let w = begin_durable(&self.inner.db)?;
-        snapshot::load(&mut BufReader::new(&mut file), &w)?;
-        {
-            let mut t = w.open_table(RAFT_META)?;
-            match &meta.last_log_id {
-                Some(l) => {
-                    t.insert(K_APPLIED, codec::encode(l)?.as_slice())?;
-                }
-                None => {
-                    t.remove(K_APPLIED)?;
-                }
+        let mut streamed = None;
+        if let Some(loader) = loader {
+            match loader.finish(meta.clone()) {
+                Ok(l) => streamed = Some(self.swap_in(l)?),
+                // The received file is complete and checked below; only the overlap is lost.
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "streamed snapshot load failed; loading the received file"
+                ),
             }
-            t.insert(
-                K_MEMBERSHIP,
-                codec::encode(&meta.last_membership)?.as_slice(),
-            )?;
         }
-        let revision = sm::revision(&RedbWrite::new(&w))?;
-        w.commit()?;
-        self.inner.applied.send_replace(AppliedState {
-            log_index: meta.last_log_id.map(|l| l.index).unwrap_or(0),
-            revision,
-        });
+        if streamed.is_none() {
+            file.seek(SeekFrom::Start(0))?;
+            let w = begin_durable(&self.db())?;
+            snapshot::load(&mut BufReader::new(&mut file), &w)?;
+            write_raft_meta(&w, &meta)?;
+            let revision = sm::revision(&RedbWrite::new(&w))?;
+            w.commit()?;
+            self.inner.applied.send_replace(AppliedState {
+                log_index: meta.last_log_id.map(|l| l.index).unwrap_or(0),
+                revision,
+            });
+        }
         let loaded = started.elapsed();
         // Keep the received file as this node's snapshot, so it can serve it to others.
         // openraft hands over the file, not its path: find it among `recv-*` by inode and
@@ -428,8 +506,11 @@ impl SmStore {
         tracing::info!(
             snapshot = %id,
             bytes = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0),
+            streamed = streamed.is_some(),
             load_s = loaded.as_secs_f64(),
             total_s = started.elapsed().as_secs_f64(),
+            waited_for_bytes_s = streamed.map(|(w, _)| w.as_secs_f64()),
+            after_last_byte_s = streamed.map(|(_, t)| t.as_secs_f64()),
             "installed snapshot"
         );
         for e in std::fs::read_dir(&self.inner.snap_dir)?.flatten() {
@@ -439,6 +520,27 @@ impl SmStore {
         }
         Ok(())
     }
+}
+
+/// Records a snapshot's last-applied log id and membership in `w` (an install).
+pub(super) fn write_raft_meta(
+    w: &redb::WriteTransaction,
+    meta: &SnapshotMeta,
+) -> Result<(), StoreError> {
+    let mut t = w.open_table(RAFT_META)?;
+    match &meta.last_log_id {
+        Some(l) => {
+            t.insert(K_APPLIED, codec::encode(l)?.as_slice())?;
+        }
+        None => {
+            t.remove(K_APPLIED)?;
+        }
+    }
+    t.insert(
+        K_MEMBERSHIP,
+        codec::encode(&meta.last_membership)?.as_slice(),
+    )?;
+    Ok(())
 }
 
 fn read_raft_meta(db: &Database) -> Result<(Option<LogId>, StoredMembership), StoreError> {
@@ -505,7 +607,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SmStore {
         let f = tokio::fs::File::open(&path).await.map_err(se)?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(f),
+            snapshot: Box::new(SnapFile::serve(f)),
         })
     }
 }
@@ -515,7 +617,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let me = self.clone();
-        blocking(move || read_raft_meta(&me.inner.db)).await
+        blocking(move || read_raft_meta(&me.db())).await
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyReply>, StorageError>
@@ -532,7 +634,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapFile>, StorageError> {
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         let path = self.inner.snap_dir.join(format!("recv-{seq}.tmp"));
         let f = tokio::fs::OpenOptions::new()
@@ -543,18 +645,29 @@ impl RaftStateMachine<TypeConfig> for SmStore {
             .open(&path)
             .await
             .map_err(se)?;
-        Ok(Box::new(f))
+        let db_path = self
+            .inner
+            .sm_path
+            .with_file_name(format!("{INSTALL_PREFIX}{seq}.redb"));
+        let loader = match Loader::start(&path, db_path, self.inner.cache_bytes) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot load the snapshot while it arrives");
+                None
+            }
+        };
+        Ok(Box::new(SnapFile::receiving(f, loader)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
+        snapshot: Box<SnapFile>,
     ) -> Result<(), StorageError> {
-        let std_file = snapshot.into_std().await;
+        let (std_file, loader) = snapshot.into_parts().await;
         let me = self.clone();
         let meta = meta.clone();
-        blocking(move || me.install_blocking(meta, std_file)).await
+        blocking(move || me.install_blocking(meta, std_file, loader)).await
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
@@ -565,7 +678,7 @@ impl RaftStateMachine<TypeConfig> for SmStore {
                 let f = tokio::fs::File::open(&path).await.map_err(se)?;
                 Ok(Some(Snapshot {
                     meta,
-                    snapshot: Box::new(f),
+                    snapshot: Box::new(SnapFile::serve(f)),
                 }))
             }
         }
