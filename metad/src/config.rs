@@ -68,7 +68,15 @@ pub struct RaftTuning {
     pub keep_entries_after_snapshot: u64,
     /// Snapshot chunk size for transfer to followers (1 KiB ..= 32 MiB).
     pub snapshot_chunk_bytes: u64,
+    /// How long the leader waits for a follower to answer one snapshot chunk (1 s ..= 1 h).
+    /// The answer to the last chunk comes only once the follower has installed the snapshot:
+    /// ~50 s after the last byte at 10 M files. A timeout restarts the whole transfer.
+    pub install_snapshot_timeout_ms: u64,
 }
+
+/// Default `raft.install_snapshot_timeout_ms`: 10 minutes, several times a 10 M-file install's
+/// tail. openraft's own default (200 ms) and metad's earlier 30 s sent a 6 GB snapshot twice.
+pub const INSTALL_SNAPSHOT_TIMEOUT_DEFAULT_MS: u64 = 600_000;
 
 /// Largest `raft.snapshot_chunk_bytes`: half the peer message limit, so a chunk and its
 /// envelope always fit.
@@ -83,6 +91,7 @@ impl Default for RaftTuning {
             snapshot_after_entries: 50_000,
             keep_entries_after_snapshot: 10_000,
             snapshot_chunk_bytes: 4 << 20,
+            install_snapshot_timeout_ms: INSTALL_SNAPSHOT_TIMEOUT_DEFAULT_MS,
         }
     }
 }
@@ -237,6 +246,12 @@ impl Config {
                 r.snapshot_chunk_bytes
             )));
         }
+        if !(1000..=3_600_000).contains(&r.install_snapshot_timeout_ms) {
+            return Err(ConfigError(format!(
+                "raft.install_snapshot_timeout_ms: must be 1000..=3600000 (1 s to 1 h), got {}",
+                r.install_snapshot_timeout_ms
+            )));
+        }
         if self.watch_history_revisions < 10 {
             return Err(ConfigError("watch_history_revisions: must be >= 10".into()));
         }
@@ -305,7 +320,7 @@ impl Config {
             snapshot_policy: openraft::SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: r.keep_entries_after_snapshot,
             snapshot_max_chunk_size: r.snapshot_chunk_bytes,
-            install_snapshot_timeout: 30_000,
+            install_snapshot_timeout: r.install_snapshot_timeout_ms,
             max_payload_entries: 1000,
             ..Default::default()
         };
@@ -374,6 +389,19 @@ mod tests {
         let mut c = Config::default();
         c.raft.snapshot_chunk_bytes = SNAPSHOT_CHUNK_MAX;
         assert!(c.validate().is_ok());
+        for bad in [0, 999, 3_600_001] {
+            let mut c = Config::default();
+            c.raft.install_snapshot_timeout_ms = bad;
+            let e = c.validate().expect_err("must fail").to_string();
+            assert!(
+                e.contains("raft.install_snapshot_timeout_ms") && e.contains("1 s to 1 h"),
+                "{e}"
+            );
+        }
+        let c = Config::from_toml("[raft]\ninstall_snapshot_timeout_ms = 120000\n").expect("toml");
+        assert_eq!(c.raft.install_snapshot_timeout_ms, 120_000);
+        let oc = c.openraft_config().expect("openraft config");
+        assert_eq!(oc.install_snapshot_timeout, 120_000);
         let c = Config {
             watch_history_events: 999,
             ..Default::default()

@@ -161,6 +161,7 @@ impl Cluster {
                 snapshot_after_entries: 5_000,
                 keep_entries_after_snapshot: 500,
                 snapshot_chunk_bytes: 64 * 1024,
+                ..RaftTuning::default()
             },
             request_timeout_ms: 3_000,
         }
