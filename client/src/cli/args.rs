@@ -178,7 +178,10 @@ pub struct AddLearnerArgs {
     /// Address clients reach it at (host:port).
     #[arg(long, value_name = "ADDR")]
     pub client_addr: String,
-    /// Return only once the learner has caught up with the leader's log.
+    /// Return only once the learner has caught up with the leader's log. A large state
+    /// arrives as a snapshot (~100 s at 10 M files), so this waits up to the larger of
+    /// --timeout and 130 s; the leader itself gives up after 120 s (reported as AMBIGUOUS:
+    /// the learner is added and still catching up, see `cluster status`).
     #[arg(long)]
     pub wait: bool,
 }

@@ -39,11 +39,21 @@ impl Output {
     }
 }
 
+/// Shortest wait of `member add-learner --wait`: a little more than the leader's own limit
+/// (12 request timeouts, 120 s by default), so its answer arrives rather than a client timeout.
+pub const ADD_LEARNER_WAIT_MIN: Duration = Duration::from_secs(130);
+
 /// The client settings a `metactl` invocation uses.
 pub fn client_config(cli: &Cli) -> ClientConfig {
     let mut cfg = ClientConfig::new(cli.endpoints.0.clone());
     cfg.total_timeout = cli.timeout;
     cfg.request_timeout = cli.timeout.min(Duration::from_secs(5));
+    if let Command::Member(MemberCmd::AddLearner(a)) = &cli.command {
+        if a.wait {
+            // One attempt lasts until the learner has caught up: a snapshot transfer.
+            cfg.total_timeout = cfg.total_timeout.max(ADD_LEARNER_WAIT_MIN);
+        }
+    }
     cfg.max_retries = CLI_MAX_RETRIES;
     cfg
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 
 use super::args::*;
-use super::commands::{client_config, exit_code, hint, render, Output};
+use super::commands::{client_config, exit_code, hint, render, Output, ADD_LEARNER_WAIT_MIN};
 use super::output::{ClusterStatusView, MemberListView, View};
 use crate::{pb, ClientError, ErrorCode};
 
@@ -41,6 +41,31 @@ fn defaults_target_the_dev_cluster() {
     let cfg = client_config(&cli);
     assert_eq!(cfg.total_timeout, Duration::from_secs(10));
     assert_eq!(cfg.request_timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn add_learner_wait_outlasts_the_leaders_own_limit() {
+    let base = [
+        "member",
+        "add-learner",
+        "--id",
+        "4",
+        "--site",
+        "s",
+        "--peer-addr",
+        "h:1",
+        "--client-addr",
+        "h:2",
+    ];
+    let cli = parse(&base).expect("parse");
+    assert_eq!(client_config(&cli).total_timeout, Duration::from_secs(10));
+    let mut waiting = base.to_vec();
+    waiting.push("--wait");
+    let cli = parse(&waiting).expect("parse");
+    assert_eq!(client_config(&cli).total_timeout, ADD_LEARNER_WAIT_MIN);
+    waiting.extend(["--timeout", "10m"]);
+    let cli = parse(&waiting).expect("parse");
+    assert_eq!(client_config(&cli).total_timeout, Duration::from_secs(600));
 }
 
 #[test]
