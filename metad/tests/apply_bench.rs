@@ -212,6 +212,103 @@ async fn apply_cost_per_command() {
     );
 }
 
+/// Each file created, then given one 256 B tag (like the scale loader's rows).
+async fn load_tagged(sm: &mut SmStore, files: u64) {
+    let mut g = Gen::new();
+    create_files(sm, &mut g, files).await;
+    let value = "v".repeat(250);
+    let mut next_tag = 0u64;
+    run_batches(sm, &mut g, files as usize, |_, _| {
+        let j = next_tag;
+        next_tag += 1;
+        Op::Tags(TagOp {
+            op: Some(tag_op::Op::Set(SetTags {
+                path: file_path(j),
+                tags: vec![Tag {
+                    key: "v".into(),
+                    value: format!("{value}{:06}", j % 1_000_000),
+                }],
+                inherit: false,
+            })),
+        })
+    })
+    .await;
+}
+
+/// The read side of the scale question, without Raft, gRPC or other nodes: what one `stat`
+/// (path resolution + inode) and one effective-tags read cost on a real `sm.redb` of N tagged
+/// files (`READ_BENCH_FILES`, default 100 000; the page cache holds the one file), random
+/// keys, one thread. Tells the namespace's own growth apart from a machine whose page cache
+/// cannot hold three nodes' files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run with --ignored --nocapture (release)"]
+async fn read_cost_at_scale() {
+    use metad::sm::{self, KvError};
+    let files = std::env::var("READ_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &u64| n >= PER_DIR)
+        .unwrap_or(100_000);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut st = open_store(tmp.path());
+    let started = Instant::now();
+    load_tagged(&mut st, files).await;
+    let load_s = started.elapsed().as_secs_f64();
+    st.flush().expect("flush");
+    let size = std::fs::metadata(tmp.path().join("sm.redb"))
+        .expect("size")
+        .len();
+    let mut g = Gen::new();
+    let reads = 200_000u64;
+    let st2 = st.clone();
+    let rounds = tokio::task::spawn_blocking(move || {
+        let err = |e: sm::ApplyError| KvError(format!("{e:?}"));
+        let mut out = Vec::new();
+        // Round 1 starts with a cold redb cache; rounds 2 and 3 show the warm cost.
+        for _ in 0..3 {
+            let (t, c) = (Instant::now(), cpu_seconds());
+            for _ in 0..reads {
+                let p = file_path(g.next_rand() % files);
+                let ino = st2
+                    .read(|kv| sm::namespace::stat_path(kv, &p).map_err(err))
+                    .expect("stat");
+                assert!(ino.ino > 0);
+            }
+            let stat = (t.elapsed().as_secs_f64(), cpu_seconds() - c);
+            let (t, c) = (Instant::now(), cpu_seconds());
+            for _ in 0..reads {
+                let p = file_path(g.next_rand() % files);
+                let n = st2
+                    .read(|kv| {
+                        let i = sm::model::resolve_existing(kv, "path", &p).map_err(err)?;
+                        Ok(sm::tags::effective_tags(kv, &i)?.len())
+                    })
+                    .expect("tags");
+                assert_eq!(n, 1);
+            }
+            out.push((stat, (t.elapsed().as_secs_f64(), cpu_seconds() - c)));
+        }
+        out
+    })
+    .await
+    .expect("reads");
+    let us = |(w, c): (f64, f64)| {
+        format!(
+            "{:.1}/{:.1}",
+            w * 1e6 / reads as f64,
+            c * 1e6 / reads as f64
+        )
+    };
+    println!(
+        "read_bench: {files} files (1 tag of 256 B each), sm.redb {:.0} MiB, loaded in \
+         {load_s:.0} s; µs per read, wall/CPU, rounds of {reads} (first with a cold redb \
+         cache): stat {}; effective tags {}",
+        size as f64 / (1024.0 * 1024.0),
+        rounds.iter().map(|r| us(r.0)).collect::<Vec<_>>().join(" "),
+        rounds.iter().map(|r| us(r.1)).collect::<Vec<_>>().join(" "),
+    );
+}
+
 /// Files for `snapshot_build_and_install` (`SNAPSHOT_BENCH_FILES`, default 100 000).
 fn snapshot_files() -> u64 {
     std::env::var("SNAPSHOT_BENCH_FILES")
@@ -228,26 +325,7 @@ async fn snapshot_build_and_install() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (src_dir, dst_dir) = (tmp.path().join("src"), tmp.path().join("dst"));
     let mut src = open_store(&src_dir);
-    let mut g = Gen::new();
-    // Each file: created, then one 256 B tag (like the scale loader's rows).
-    create_files(&mut src, &mut g, files).await;
-    let value = "v".repeat(250);
-    let mut next_tag = 0u64;
-    run_batches(&mut src, &mut g, files as usize, |_, _| {
-        let j = next_tag;
-        next_tag += 1;
-        Op::Tags(TagOp {
-            op: Some(tag_op::Op::Set(SetTags {
-                path: file_path(j),
-                tags: vec![Tag {
-                    key: "v".into(),
-                    value: format!("{value}{:06}", j % 1_000_000),
-                }],
-                inherit: false,
-            })),
-        })
-    })
-    .await;
+    load_tagged(&mut src, files).await;
 
     let started = Instant::now();
     let snap = src
@@ -290,13 +368,39 @@ async fn snapshot_build_and_install() {
         "the installed rows differ from the source's"
     );
 
+    // The same snapshot received as a follower receives it: written in openraft's chunks into
+    // the file `begin_receiving_snapshot` gives (a thread loads it meanwhile), then installed.
+    // Chunks come as fast as the disk takes them, so this is the loader's own speed.
+    let full = only_bin(&src_dir);
+    let stream_dir = tmp.path().join("stream");
+    let mut st = open_store(&stream_dir);
+    let started = Instant::now();
+    let mut recv = st.begin_receiving_snapshot().await.expect("begin");
+    for c in full.chunks(3 << 20) {
+        tokio::io::AsyncWriteExt::write_all(&mut recv, c)
+            .await
+            .expect("write");
+    }
+    tokio::io::AsyncWriteExt::shutdown(&mut recv)
+        .await
+        .expect("shutdown");
+    let written_s = started.elapsed().as_secs_f64();
+    st.install_snapshot(&snap.meta, recv)
+        .await
+        .expect("streamed install");
+    let stream_s = started.elapsed().as_secs_f64();
+    assert_eq!(st.streamed_installs(), 1, "it streamed");
+    assert_eq!(st.applied(), src.applied());
+
     let mb = bytes as f64 / (1024.0 * 1024.0);
     println!(
         "snapshot_bench: {files} files (1 tag of 256 B each), snapshot {mb:.0} MiB: build \
          {build_s:.2} s ({:.0} MiB/s), install on an empty node {install_s:.2} s ({:.0} MiB/s, \
-         {:.0} k files/s)",
+         {:.0} k files/s); streamed install {stream_s:.2} s ({:.0} MiB/s; all bytes written \
+         after {written_s:.2} s)",
         mb / build_s,
         mb / install_s,
-        files as f64 / install_s / 1000.0
+        files as f64 / install_s / 1000.0,
+        mb / stream_s
     );
 }

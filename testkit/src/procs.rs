@@ -155,6 +155,17 @@ pub struct ProcCluster {
 impl ProcCluster {
     /// Starts `n` nodes with data and logs under `dir`. `extra` arguments go to every node.
     pub fn start(dir: &Path, n: usize, extra: &[&str]) -> anyhow::Result<Self> {
+        ProcCluster::start_with_env(dir, n, extra, &[])
+    }
+
+    /// As [`ProcCluster::start`], with environment variables set for every node (for example
+    /// `RUST_LOG`, to log more than warnings).
+    pub fn start_with_env(
+        dir: &Path,
+        n: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let metad = workspace_bin("metad")?;
         let ports = free_ports(2 * n)?;
         let site = |i: usize| format!("site-{}", (b'a' + i as u8) as char);
@@ -190,6 +201,9 @@ impl ProcCluster {
                 args,
                 dir.join(format!("n{}.log", i + 1)),
             );
+            for (k, v) in env {
+                p = p.env(k, v);
+            }
             p.start()?;
             nodes.push(p);
         }
