@@ -362,16 +362,16 @@ async fn snapshot_build_and_install() {
         assert_eq!(bins.len(), 1, "one published snapshot in {}", dir.display());
         std::fs::read(&bins[0]).expect("read snapshot")
     };
+    let full = only_bin(&src_dir);
     assert_eq!(dst.current_snapshot_index(), src.current_snapshot_index());
     assert!(
-        only_bin(&src_dir) == only_bin(&dst_dir),
+        full == only_bin(&dst_dir),
         "the installed rows differ from the source's"
     );
 
     // The same snapshot received as a follower receives it: written in openraft's chunks into
     // the file `begin_receiving_snapshot` gives (a thread loads it meanwhile), then installed.
     // Chunks come as fast as the disk takes them, so this is the loader's own speed.
-    let full = only_bin(&src_dir);
     let stream_dir = tmp.path().join("stream");
     let mut st = open_store(&stream_dir);
     let started = Instant::now();

@@ -79,6 +79,15 @@ fn install_files(dir: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// Polls `done` until it holds; fails after 10 s naming `what`.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// A source store with `n` registers, its snapshot, and the snapshot's bytes.
 async fn source_snapshot(
     n: u64,
@@ -115,43 +124,24 @@ async fn source_snapshot(
 #[test]
 fn failed_snapshot_install_keeps_the_old_state() {
     use metad::sm::{self, KvRead, Table};
-    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::storage::RaftStateMachine;
 
     let rt = tokio::runtime::Runtime::new().expect("rt");
     rt.block_on(async {
-        // Source node: some state, then a snapshot of it.
-        let src_dir = tempfile::tempdir().expect("tempdir");
-        let (_log, mut src) = store::open(&DataDir::new(src_dir.path()))
-            .await
-            .expect("open");
-        let cmd = common::register_put;
-        src.apply(vec![cmd(1, "a"), cmd(2, "b")])
-            .await
-            .expect("apply");
-        let snap = src
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .expect("build");
+        // Source node: some state ("k1", "k2"), then a snapshot of it.
+        let (_src_dir, _src, snap, full) = source_snapshot(2).await;
 
         // Target node with its own, different state.
         let dst_dir = tempfile::tempdir().expect("tempdir");
         let (_log2, mut dst) = store::open(&DataDir::new(dst_dir.path()))
             .await
             .expect("open");
-        dst.apply(vec![cmd(1, "old")]).await.expect("apply");
+        dst.apply(vec![common::register_put(1, "old")])
+            .await
+            .expect("apply");
         let before = dst.applied();
 
         // Receive a truncated copy of the snapshot and try to install it.
-        let full = tokio::fs::read(
-            src_dir
-                .path()
-                .join("snapshots")
-                .join(format!("snap-{}.bin", snap.meta.snapshot_id)),
-        )
-        .await
-        .expect("read snapshot");
         let recv = receive(&mut dst, &full[..full.len() / 2]).await;
         let res = dst.install_snapshot(&snap.meta, recv).await;
         assert!(res.is_err(), "a truncated snapshot must not install");
@@ -164,7 +154,7 @@ fn failed_snapshot_install_keeps_the_old_state() {
             old.is_some(),
             "old state still readable after the failed install"
         );
-        let b = dst.read(|kv| kv.get(Table::Register, b"b")).expect("read");
+        let b = dst.read(|kv| kv.get(Table::Register, b"k2")).expect("read");
         assert!(b.is_none(), "nothing of the failed snapshot is visible");
         assert_eq!(dst.read(sm::revision).expect("rev"), before.revision);
 
@@ -174,7 +164,7 @@ fn failed_snapshot_install_keeps_the_old_state() {
         dst.install_snapshot(&snap.meta, recv)
             .await
             .expect("install");
-        let b = dst.read(|kv| kv.get(Table::Register, b"b")).expect("read");
+        let b = dst.read(|kv| kv.get(Table::Register, b"k2")).expect("read");
         assert!(b.is_some(), "the installed state is visible");
         let mut cur = dst
             .get_current_snapshot()
@@ -208,7 +198,7 @@ fn failed_snapshot_install_keeps_the_old_state() {
         let d = DataDir::new(dst_dir.path());
         let dst = SmStore::open(&d.sm_db(), &d.snapshots()).expect("reopen");
         assert_eq!(dst.applied(), applied, "applied state survives a restart");
-        let b = dst.read(|kv| kv.get(Table::Register, b"b")).expect("read");
+        let b = dst.read(|kv| kv.get(Table::Register, b"k2")).expect("read");
         assert!(b.is_some(), "the installed state is what a restart reads");
         let old = dst
             .read(|kv| kv.get(Table::Register, b"old"))
@@ -243,25 +233,16 @@ fn abandoned_transfer_leaves_nothing_behind() {
             .await
             .expect("write");
         recv.flush().await.expect("flush");
-        // The loading thread creates its file as it starts.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while install_files(dst_dir.path()).is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no loading file appeared"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        // The loading thread creates its file as it starts, and deletes it once abandoned.
+        wait_until("a loading file appears", || {
+            !install_files(dst_dir.path()).is_empty()
+        })
+        .await;
         drop(recv);
-
-        while !install_files(dst_dir.path()).is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "half-loaded file still there: {:?}",
-                install_files(dst_dir.path())
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        wait_until("the half-loaded file is deleted", || {
+            install_files(dst_dir.path()).is_empty()
+        })
+        .await;
         assert_eq!(dst.applied(), before);
         let old = dst
             .read(|kv| kv.get(Table::Register, b"old"))

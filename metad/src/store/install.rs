@@ -234,6 +234,8 @@ pub(crate) struct Loaded {
     pub db: Database,
     pub path: PathBuf,
     pub rows: u64,
+    /// The snapshot's last log index and the state machine's revision at it.
+    pub log_index: u64,
     pub revision: u64,
     /// Of the load's time, how much went waiting for bytes to arrive.
     pub waited: Duration,
@@ -331,6 +333,7 @@ fn load(
         db,
         path: db_path.to_path_buf(),
         rows,
+        log_index: meta.last_log_id.map(|l| l.index).unwrap_or(0),
         revision,
         waited,
         tail: install_started.elapsed(),

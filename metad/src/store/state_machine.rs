@@ -78,11 +78,17 @@ struct Inner {
     streamed_installs: AtomicU64,
 }
 
+impl Inner {
+    /// The current `sm.redb` handle.
+    fn db(&self) -> Arc<Database> {
+        self.db.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if self.dirty.load(Ordering::SeqCst) {
-            let db = self.db.read().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Err(e) = durable_commit(&db) {
+            if let Err(e) = durable_commit(&self.db()) {
                 tracing::warn!(error = %e, "final state-machine flush failed");
             }
         }
@@ -192,13 +198,8 @@ impl SmStore {
         })
     }
 
-    /// The current `sm.redb` handle.
     fn db(&self) -> Arc<Database> {
-        self.inner
-            .db
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.db()
     }
 
     /// Subscribe to applied-state changes (for `min_revision` and read-index waits).
@@ -432,10 +433,6 @@ impl SmStore {
         if let Some(dir) = self.inner.sm_path.parent() {
             std::fs::File::open(dir)?.sync_all()?;
         }
-        let log_index = {
-            let (applied, _) = raft_meta_in(&l.db.begin_read()?)?;
-            applied.map(|a| a.index).unwrap_or(0)
-        };
         *self.inner.db.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(l.db);
         self.inner.db_generation.fetch_add(1, Ordering::SeqCst);
         // Unflushed commits of the old file are replaced, not lost: the snapshot covers them.
@@ -444,7 +441,7 @@ impl SmStore {
             *t = Instant::now();
         }
         self.inner.applied.send_replace(AppliedState {
-            log_index,
+            log_index: l.log_index,
             revision: l.revision,
         });
         self.inner.streamed_installs.fetch_add(1, Ordering::Relaxed);
