@@ -191,8 +191,11 @@ impl DataDir {
     }
 }
 
-/// Default page cache of `sm.redb` (`Config::sm_cache_mib`).
-pub const SM_CACHE_DEFAULT_MIB: u64 = 256;
+/// Default page cache of `sm.redb` (`Config::sm_cache_mib`). 1 GiB: at 10 M files a 256 MiB
+/// cache thrashed and stat lost a third of its 100 k-file throughput, while a 1 M-file bulk load
+/// with 1 GiB peaked at 1.3-1.4 GiB RSS (docs/benchmarks.md, round 8). The cache only fills
+/// with pages actually read, so small namespaces do not pay for it.
+pub const SM_CACHE_DEFAULT_MIB: u64 = 1024;
 
 /// Opens both stores of a node with the default state-machine cache.
 pub async fn open(dir: &DataDir) -> Result<(LogStore, SmStore), StoreError> {
