@@ -341,46 +341,39 @@ mod tests {
         assert!(InitialMember::parse("x=a/b:1/c:2").is_err());
     }
 
+    /// The error `validate` gives for `c`, which must be refused.
+    fn refusal(c: &Config) -> String {
+        c.validate().expect_err("must fail").to_string()
+    }
+
     #[test]
     fn validate_names_the_field() {
         let c = Config {
             node_id: 0,
             ..Default::default()
         };
-        assert!(c
-            .validate()
-            .expect_err("must fail")
-            .to_string()
-            .contains("node_id"));
+        assert!(refusal(&c).contains("node_id"));
         let c = Config {
             site: "bad site".into(),
             ..Default::default()
         };
-        assert!(c
-            .validate()
-            .expect_err("must fail")
-            .to_string()
-            .contains("site"));
+        assert!(refusal(&c).contains("site"));
         let mut c = Config::default();
         c.raft.election_timeout_min_ms = 100;
-        assert!(c
-            .validate()
-            .expect_err("must fail")
-            .to_string()
-            .contains("election"));
+        assert!(refusal(&c).contains("election"));
         for bad in [0, 15, (1 << 20) + 1] {
             let c = Config {
                 sm_cache_mib: bad,
                 ..Default::default()
             };
-            let e = c.validate().expect_err("must fail").to_string();
+            let e = refusal(&c);
             assert!(e.contains("sm_cache_mib") && e.contains("16..="), "{e}");
         }
         assert!(Config::from_toml("sm_cache_mib = 64\n").is_ok());
         for bad in [0, 1023, SNAPSHOT_CHUNK_MAX + 1] {
             let mut c = Config::default();
             c.raft.snapshot_chunk_bytes = bad;
-            let e = c.validate().expect_err("must fail").to_string();
+            let e = refusal(&c);
             assert!(
                 e.contains("raft.snapshot_chunk_bytes") && e.contains("64 MiB"),
                 "{e}"
@@ -392,7 +385,7 @@ mod tests {
         for bad in [0, 999, 3_600_001] {
             let mut c = Config::default();
             c.raft.install_snapshot_timeout_ms = bad;
-            let e = c.validate().expect_err("must fail").to_string();
+            let e = refusal(&c);
             assert!(
                 e.contains("raft.install_snapshot_timeout_ms") && e.contains("1 s to 1 h"),
                 "{e}"
@@ -406,7 +399,7 @@ mod tests {
             watch_history_events: 999,
             ..Default::default()
         };
-        let e = c.validate().expect_err("must fail").to_string();
+        let e = refusal(&c);
         assert!(
             e.contains("watch_history_events") && e.contains(">= 1000"),
             "{e}"

@@ -110,13 +110,26 @@ async fn source_snapshot(
         .build_snapshot()
         .await
         .expect("build");
-    let bytes = std::fs::read(
-        dir.path()
-            .join("snapshots")
-            .join(format!("snap-{}.bin", snap.meta.snapshot_id)),
-    )
-    .expect("read snapshot");
+    let mut bytes = Vec::new();
+    let mut served = src
+        .get_current_snapshot()
+        .await
+        .expect("current")
+        .expect("the built snapshot is served");
+    tokio::io::AsyncReadExt::read_to_end(&mut *served.snapshot, &mut bytes)
+        .await
+        .expect("read snapshot");
     (dir, src, snap, bytes)
+}
+
+/// A receiving node with state of its own (register "old"), in `dir`.
+async fn target_with_old_state(dir: &std::path::Path) -> (LogStore, SmStore) {
+    use openraft::storage::RaftStateMachine;
+    let (log, mut dst) = store::open(&DataDir::new(dir)).await.expect("open");
+    dst.apply(vec![common::register_put(1, "old")])
+        .await
+        .expect("apply");
+    (log, dst)
 }
 
 /// A snapshot install that fails part-way (here: a truncated snapshot file) leaves the previous
@@ -133,12 +146,7 @@ fn failed_snapshot_install_keeps_the_old_state() {
 
         // Target node with its own, different state.
         let dst_dir = tempfile::tempdir().expect("tempdir");
-        let (_log2, mut dst) = store::open(&DataDir::new(dst_dir.path()))
-            .await
-            .expect("open");
-        dst.apply(vec![common::register_put(1, "old")])
-            .await
-            .expect("apply");
+        let (_log2, mut dst) = target_with_old_state(dst_dir.path()).await;
         let before = dst.applied();
 
         // Receive a truncated copy of the snapshot and try to install it.
@@ -220,12 +228,7 @@ fn abandoned_transfer_leaves_nothing_behind() {
     rt.block_on(async {
         let (_src_dir, _src, _snap, full) = source_snapshot(500).await;
         let dst_dir = tempfile::tempdir().expect("tempdir");
-        let (_log, mut dst) = store::open(&DataDir::new(dst_dir.path()))
-            .await
-            .expect("open");
-        dst.apply(vec![common::register_put(1, "old")])
-            .await
-            .expect("apply");
+        let (_log, mut dst) = target_with_old_state(dst_dir.path()).await;
         let before = dst.applied();
 
         let mut recv = dst.begin_receiving_snapshot().await.expect("begin");
