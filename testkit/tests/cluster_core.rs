@@ -217,3 +217,70 @@ async fn whole_cluster_restart_keeps_state_without_replaying_the_log() -> anyhow
     cluster.shutdown().await;
     Ok(())
 }
+
+/// The leader sends a new entry to its followers while its own log flush is still running
+/// (metad's openraft patch, `vendor/PATCHES.md`), yet answers the write only after that flush.
+/// With the leader's fsync held back, both followers get the entry from this leader in this
+/// term, the write stays unanswered, and it completes once the flush is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_replicates_during_its_own_flush_and_answers_only_after_it() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::builder().nodes(3).build().await?;
+    let leader = cluster.wait_for_leader(T).await?;
+    let client = cluster.client().await?;
+    client.register_put("warm", b"up".to_vec()).await?;
+    let (term, last) = {
+        let m = cluster.node(leader).raft().metrics().borrow().clone();
+        (m.current_term, m.last_log_index.unwrap_or(0))
+    };
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|&id| id != leader)
+        .collect();
+    // Every follower holds the entry past `after`, from this leader in this term (a new
+    // election would also grow the followers' logs, so term and leader are checked too).
+    let followers_hold = |after: u64| {
+        followers.iter().all(|&f| {
+            let m = cluster.node(f).raft().metrics().borrow().clone();
+            m.current_term == term
+                && m.current_leader == Some(leader)
+                && m.last_log_index.unwrap_or(0) > after
+        })
+    };
+    wait_until(T, "followers caught up with the warm-up write", || async {
+        followers_hold(last.saturating_sub(1)).then_some(())
+    })
+    .await?;
+
+    let hold = cluster.node(leader).core().log.hold_flushes();
+    let c = client.clone();
+    let mut write = tokio::spawn(async move { c.register_put("held", b"v".to_vec()).await });
+    wait_until(
+        T,
+        "followers hold the new entry while the leader's flush is held",
+        || async { followers_hold(last).then_some(()) },
+    )
+    .await?;
+    // An absence can only be checked over a window; well inside the 1 s election timeout.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut write)
+            .await
+            .is_err(),
+        "the write was answered before the leader's own log flush"
+    );
+    drop(hold);
+    let put = write.await??;
+    assert!(put.header.revision > 0);
+    let got = client
+        .register_get("held", ReadOptions::linearizable())
+        .await?;
+    assert_eq!(got.value.as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        cluster.node(leader).raft().metrics().borrow().current_term,
+        term,
+        "no election happened"
+    );
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -29,9 +29,10 @@ const BATCH_MAX: usize = 256;
 /// Most encoded bytes of commands folded into one log entry (ImportFiles carry up to 1000
 /// files each).
 const BATCH_MAX_BYTES: usize = 1 << 20;
-/// Proposals in flight at once. openraft 0.9 appends each proposal to the log and waits for
-/// its fsync on its core task, one after another; commands that arrive meanwhile queue here
-/// and go out together as one entry.
+/// Proposals in flight at once. openraft's core task waits for the leader's own log fsync
+/// before it takes the next proposal (our patched openraft sends the entry to the followers
+/// meanwhile, see vendor/PATCHES.md); commands that arrive meanwhile queue here and go out
+/// together as one entry.
 const IN_FLIGHT: usize = 2;
 
 type Waiter = oneshot::Sender<Result<(Reply, u64), NodeError>>;

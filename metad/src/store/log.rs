@@ -20,7 +20,7 @@ use std::fmt::Debug;
 use std::fs::File;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
@@ -133,12 +133,40 @@ impl State {
 struct Shared {
     state: Mutex<State>,
     stats: Mutex<LogStats>,
+    /// Set while a [`FlushHold`] lives: the writer waits before its next group.
+    held: Mutex<bool>,
+    released: Condvar,
 }
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves consistent data (every update is one step).
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn held(&self) -> MutexGuard<'_, bool> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait_while_held(&self) {
+        let mut held = self.held();
+        while *held {
+            held = self.released.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// While this lives, the log writer writes and syncs nothing: operations queue, and appended
+/// entries stay readable from the cache, as when an fsync is slow. A test hook (see
+/// [`LogStore::hold_flushes`]); dropping it lets the writer go on.
+pub struct FlushHold {
+    shared: Arc<Shared>,
+}
+
+impl Drop for FlushHold {
+    fn drop(&mut self) {
+        *self.shared.held() = false;
+        self.shared.released.notify_all();
     }
 }
 
@@ -274,6 +302,8 @@ impl LogStore {
         let shared = Arc::new(Shared {
             state: Mutex::new(st),
             stats: Mutex::new(LogStats::default()),
+            held: Mutex::new(false),
+            released: Condvar::new(),
         });
         let (tx, rx) = mpsc::channel();
         let s2 = shared.clone();
@@ -286,6 +316,16 @@ impl LogStore {
     /// Committed index as last saved by openraft.
     pub fn committed_index(&self) -> u64 {
         self.shared.state().committed.map(|c| c.index).unwrap_or(0)
+    }
+
+    /// Stops the writer before its next group until the returned hold is dropped: for tests
+    /// that need a node whose own log flush is outstanding (a slow disk, made deterministic).
+    #[doc(hidden)]
+    pub fn hold_flushes(&self) -> FlushHold {
+        *self.shared.held() = true;
+        FlushHold {
+            shared: self.shared.clone(),
+        }
     }
 
     /// What the writer has done so far.
@@ -381,6 +421,7 @@ impl Writer {
     fn run(mut self, shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
         let mut unsynced = false;
         while let Ok(first) = rx.recv() {
+            shared.wait_while_held();
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase, TableDefinition};
 
-pub use log::LogStore;
+pub use log::{FlushHold, LogStore};
 pub use state_machine::{AppliedState, SmStore, DURABLE_EVERY};
 
 /// On-disk layout of the Raft log (`raft-log/` segments); bump when it changes incompatibly.
