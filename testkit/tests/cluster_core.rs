@@ -284,3 +284,56 @@ async fn leader_replicates_during_its_own_flush_and_answers_only_after_it() -> a
     cluster.shutdown().await;
     Ok(())
 }
+
+/// Followers learn that a lone write committed without waiting for a heartbeat tick. The leader
+/// sends a heartbeat carrying the new committed index; our openraft patch lets it wait briefly
+/// (1 ms) for a following write to carry it instead, but it must still go out when none comes.
+/// Ticks are 5 s apart here, so without it the followers would apply the write seconds late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_apply_a_lone_write_without_waiting_for_a_heartbeat_tick() -> anyhow::Result<()> {
+    init_logging();
+    let cluster = Cluster::builder()
+        .nodes(3)
+        .configure(|c| {
+            c.raft.heartbeat_ms = 5_000;
+            c.raft.election_timeout_min_ms = 10_000;
+            c.raft.election_timeout_max_ms = 20_000;
+        })
+        .build()
+        .await?;
+    let leader = cluster.wait_for_leader(T).await?;
+    let client = cluster.client().await?;
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|&id| id != leader)
+        .collect();
+    for i in 0..3u8 {
+        client.register_put("lone", vec![i]).await?;
+        let index = cluster
+            .node(leader)
+            .raft()
+            .metrics()
+            .borrow()
+            .last_applied
+            .map(|l| l.index)
+            .unwrap_or(0);
+        // Half a tick: a commit that waited for the tick would miss this.
+        wait_until(
+            Duration::from_millis(2_500),
+            "followers applied the write",
+            || async {
+                followers
+                    .iter()
+                    .all(|&f| {
+                        let m = cluster.node(f).raft().metrics().borrow().clone();
+                        m.last_applied.is_some_and(|l| l.index >= index)
+                    })
+                    .then_some(())
+            },
+        )
+        .await?;
+    }
+    cluster.shutdown().await;
+    Ok(())
+}

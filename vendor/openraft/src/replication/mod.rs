@@ -145,7 +145,17 @@ where
     /// Appropriate number of entries to send.
     /// This is only used by AppendEntries RPC.
     entries_hint: ReplicationHint,
+
+    /// metad patch (see `vendor/PATCHES.md`): `next_action` is a heartbeat made only to carry a
+    /// new committed index. It waits up to [`COMMIT_LINGER`] for entries to carry it instead.
+    commit_only: bool,
 }
+
+/// How long a heartbeat that only carries a new committed index waits for entries to send
+/// instead (metad patch). A client writing in sequence sends its next write well inside this,
+/// so one RPC per follower per write is saved; a follower learns a commit at most this much
+/// later when no write follows. Heartbeats for leadership (reads, ticks) never wait.
+const COMMIT_LINGER: Duration = Duration::from_millis(1);
 
 impl<C, N, LS> ReplicationCore<C, N, LS>
 where
@@ -198,6 +208,7 @@ where
             weak_tx_event: tx_event.downgrade(),
             next_action: None,
             entries_hint: Default::default(),
+            commit_only: false,
         };
 
         let join_handle = C::AsyncRuntime::spawn(this.main().instrument(span));
@@ -217,6 +228,18 @@ where
                 self.drain_events_with_backoff().await?;
                 continue;
             };
+
+            if self.commit_only && matches!(d, Data::Heartbeat) {
+                // metad patch: linger once for entries (or a real heartbeat) to come.
+                self.commit_only = false;
+                self.next_action = Some(d);
+                if let Ok(event) = C::AsyncRuntime::timeout(COMMIT_LINGER, self.rx_event.recv()).await {
+                    let event = event.ok_or(ReplicationClosed::new("RaftCore closed replication"))?;
+                    self.process_event(event);
+                    self.try_drain_events().await?;
+                }
+                continue;
+            }
 
             // Backup the log data for retrying.
             let mut log_data = None;
@@ -682,9 +705,12 @@ where
                 // If there is no action, fill in an heartbeat action to send committed index.
                 if self.next_action.is_none() {
                     self.next_action = Some(Data::new_heartbeat());
+                    self.commit_only = true;
                 }
             }
             Replicate::Heartbeat => {
+                // A heartbeat asked for (tick, leadership check) goes out at once.
+                self.commit_only = false;
                 // Never overwrite action with payload.
                 if self.next_action.is_none() {
                     self.next_action = Some(Data::new_heartbeat());
@@ -716,6 +742,7 @@ where
                     }
                 }
 
+                self.commit_only = false;
                 self.next_action = Some(d);
             }
         }
