@@ -123,3 +123,65 @@ async fn a_write_sent_to_a_follower_is_forwarded_to_the_leader() -> anyhow::Resu
     cluster.shutdown().await;
     Ok(())
 }
+
+/// The peer port's `AppendStream` (how a leader replicates) refuses a message that does not
+/// decode with `InvalidArgument` and ends that stream, and the node keeps replicating. A node
+/// that stops ends the streams open to it cleanly, so its graceful shutdown does not wait for
+/// the leader to hang up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn append_stream_refuses_garbage_and_ends_cleanly_on_stop() -> anyhow::Result<()> {
+    use metad_proto::raft::v1::raft_peer_client::RaftPeerClient;
+    use metad_proto::raft::v1::Payload;
+
+    init_logging();
+    let mut cluster = Cluster::builder().nodes(3).build().await?;
+    let leader = cluster.wait_for_leader(T).await?;
+    let f = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader)
+        .unwrap_or(2);
+    let ch =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.node(f).peer_addr()))?
+            .connect()
+            .await?;
+    let mut peer = RaftPeerClient::new(ch);
+
+    let garbage = futures::stream::iter(vec![Payload {
+        data: vec![0xff; 16],
+    }]);
+    let mut replies = peer.append_stream(garbage).await?.into_inner();
+    let st = replies
+        .message()
+        .await
+        .expect_err("a garbage AppendEntries must be refused");
+    assert_eq!(st.code(), tonic::Code::InvalidArgument, "{st:?}");
+    assert!(st.message().contains("peer payload"), "{st:?}");
+    assert!(
+        replies.message().await?.is_none(),
+        "the stream ends after the error"
+    );
+
+    let client = cluster.client().await?;
+    client.register_put("after-garbage", b"ok".to_vec()).await?;
+    let fc = cluster.client_for(f).await?;
+    let got = fc
+        .register_get("after-garbage", ReadOptions::linearizable())
+        .await?;
+    assert_eq!(got.value.as_deref(), Some(&b"ok"[..]));
+
+    // An idle stream to `f`, then `f` stops gracefully: the stream ends with OK (an abort
+    // after the shutdown grace period would reset the connection instead).
+    let (_tx, rx) = tokio::sync::mpsc::channel::<Payload>(1);
+    let mut idle = peer
+        .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    cluster.stop(f).await;
+    let end = tokio::time::timeout(T, idle.message())
+        .await
+        .map_err(|_| anyhow::anyhow!("the stream outlived its node's shutdown"))?;
+    assert!(end?.is_none(), "stream ended cleanly");
+    cluster.shutdown().await;
+    Ok(())
+}

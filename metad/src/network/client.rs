@@ -1,7 +1,10 @@
 //! Outgoing peer traffic. One long-lived, lazily connected HTTP/2 channel per peer address,
 //! shared by every Raft stream to that peer; tonic reconnects a broken channel on the next
 //! call, and openraft's own heartbeat/retry cadence spaces the attempts (no hot loop). Every
-//! call has a deadline and passes the fault injector first.
+//! call has a deadline and passes the fault injector first. A replication stream sends its
+//! AppendEntries over one `AppendStream` call on that channel, a request then its response,
+//! because a unary call per message (a new HTTP/2 stream, headers both ways, a task on the
+//! server) cost more CPU than the Raft work it carried.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::NodeError;
@@ -166,6 +170,18 @@ pub struct PeerConn {
     client: PeerClient,
     target: NodeId,
     addr: String,
+    /// AppendEntries sent so far: the first goes as a unary call, later ones over `stream`.
+    /// openraft makes a `PeerConn` per replication stream (many calls) and one per
+    /// leadership check (a single call), which should not pay for opening a stream.
+    appends: u64,
+    stream: Option<AppendStream>,
+}
+
+/// An open `AppendStream` call: requests go into `tx`, responses come from `rx` in order.
+/// Dropped after any failure or timeout, so a late response can never answer a later request.
+struct AppendStream {
+    tx: mpsc::Sender<Payload>,
+    rx: tonic::Streaming<Payload>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -176,6 +192,8 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             client: self.client.clone(),
             target,
             addr: node.peer_addr.clone(),
+            appends: 0,
+            stream: None,
         }
     }
 }
@@ -236,6 +254,85 @@ impl PeerConn {
     }
 }
 
+impl PeerConn {
+    /// One AppendEntries over this connection's stream (opened on first use, reopened after
+    /// a failure). Errors map as for unary calls: no answer is `Network`, a refused connection
+    /// `Unreachable`.
+    async fn call_stream(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        timeout: Duration,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
+        if let Err(e) = self
+            .client
+            .faults
+            .before_send(self.client.self_id, self.target)
+            .await
+        {
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        let data = codec::encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let res = tokio::time::timeout(timeout, self.exchange(Payload { data })).await;
+        self.client
+            .count("append_entries", matches!(res, Ok(Ok(_))));
+        let resp = match res {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                self.stream = None;
+                return Err(e);
+            }
+            Err(_) => {
+                self.stream = None;
+                return Err(RPCError::Network(NetworkError::new(&Msg(
+                    "append_entries timed out".into(),
+                ))));
+            }
+        };
+        let decoded: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+            codec::decode(&resp.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// Sends `req` on the stream (opening it first if need be) and waits for its response.
+    async fn exchange(
+        &mut self,
+        req: Payload,
+    ) -> Result<Payload, RpcErr<openraft::error::Infallible>> {
+        let status_err = |st: tonic::Status| {
+            if st.code() == tonic::Code::Unavailable {
+                RPCError::Unreachable(Unreachable::new(&st))
+            } else {
+                RPCError::Network(NetworkError::new(&st))
+            }
+        };
+        let closed = || RPCError::Network(NetworkError::new(&Msg("append stream closed".into())));
+        let stream = match &mut self.stream {
+            Some(s) => s,
+            None => {
+                let mut c = self
+                    .client
+                    .client(&self.addr)
+                    .map_err(|e| RPCError::Unreachable(Unreachable::new(&Msg(e))))?;
+                let (tx, rx) = mpsc::channel(1);
+                let resp = c
+                    .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                    .map_err(status_err)?;
+                self.stream.insert(AppendStream {
+                    tx,
+                    rx: resp.into_inner(),
+                })
+            }
+        };
+        stream.tx.send(req).await.map_err(|_| closed())?;
+        match stream.rx.message().await {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => Err(closed()),
+            Err(st) => Err(status_err(st)),
+        }
+    }
+}
+
 impl RaftNetwork<TypeConfig> for PeerConn {
     async fn append_entries(
         &mut self,
@@ -250,7 +347,11 @@ impl RaftNetwork<TypeConfig> for PeerConn {
                 PayloadTooLarge::new_entries_hint(hint),
             ));
         }
-        self.call("append_entries", &rpc, option.hard_ttl()).await
+        self.appends += 1;
+        if self.appends == 1 {
+            return self.call("append_entries", &rpc, option.hard_ttl()).await;
+        }
+        self.call_stream(&rpc, option.hard_ttl()).await
     }
 
     async fn install_snapshot(

@@ -1,7 +1,12 @@
 //! The peer gRPC service: receives Raft RPCs for the local Raft instance, and answers the
 //! read-index and forwarded-write requests of followers. Errors travel as metad statuses.
 
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::watch;
+use tonic::Streaming;
 
 use metad_proto::raft::v1::raft_peer_server::RaftPeer;
 use metad_proto::raft::v1::{
@@ -17,13 +22,18 @@ use crate::types::codec;
 
 pub struct PeerService {
     core: Arc<NodeCore>,
+    /// Turns true when the node stops: open append streams end, so that the server's graceful
+    /// shutdown does not wait for the leader to hang up.
+    stop: watch::Receiver<bool>,
 }
 
 impl PeerService {
-    pub fn new(core: Arc<NodeCore>) -> Self {
-        PeerService { core }
+    pub fn new(core: Arc<NodeCore>, stop: watch::Receiver<bool>) -> Self {
+        PeerService { core, stop }
     }
 }
+
+type PayloadStream = Pin<Box<dyn Stream<Item = Result<Payload, Status>> + Send>>;
 
 fn decode<T: DeserializeOwned>(p: &Payload) -> Result<T, Status> {
     codec::decode(&p.data).map_err(|e| {
@@ -53,6 +63,42 @@ impl RaftPeer for PeerService {
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc = decode(req.get_ref())?;
         encode(&self.core.raft.append_entries(rpc).await)
+    }
+
+    type AppendStreamStream = PayloadStream;
+
+    /// Answers each AppendEntries on the stream in order, one at a time, on the task that
+    /// serves the stream. Ends when the sender closes it, on a message that does not decode
+    /// (with that error), or when this node stops.
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<Payload>>,
+    ) -> Result<Response<PayloadStream>, Status> {
+        let state = (req.into_inner(), self.core.clone(), self.stop.clone());
+        let replies = futures::stream::unfold(state, |(mut inbound, core, mut stop)| async move {
+            if *stop.borrow() {
+                return None;
+            }
+            let msg = tokio::select! {
+                m = inbound.message() => m,
+                _ = stop.changed() => return None,
+            };
+            let payload = match msg {
+                Ok(Some(p)) => p,
+                Ok(None) | Err(_) => return None,
+            };
+            let reply = match decode(&payload) {
+                Ok(rpc) => encode(&core.raft.append_entries(rpc).await).map(Response::into_inner),
+                Err(st) => Err(st),
+            };
+            // After an error the stream ends: the sender reopens it for its next call.
+            let (inbound, core) = match &reply {
+                Ok(_) => (inbound, core),
+                Err(_) => return Some((reply, (inbound, core, stop_closed()))),
+            };
+            Some((reply, (inbound, core, stop)))
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -94,4 +140,9 @@ impl RaftPeer for PeerService {
             log_index,
         }))
     }
+}
+
+/// A stop signal that is already given: the stream's next poll ends it.
+fn stop_closed() -> watch::Receiver<bool> {
+    watch::channel(true).1
 }

@@ -241,7 +241,7 @@ impl MetaNode {
         }));
 
         let peer_svc = metad_proto::raft::v1::raft_peer_server::RaftPeerServer::new(
-            PeerService::new(core.clone()),
+            PeerService::new(core.clone(), stop_rx.clone()),
         )
         .max_decoding_message_size(crate::network::PEER_MESSAGE_MAX)
         .max_encoding_message_size(crate::network::PEER_MESSAGE_MAX);
