@@ -175,6 +175,16 @@ pub struct PeerConn {
     /// leadership check (a single call), which should not pay for opening a stream.
     appends: u64,
     stream: Option<AppendStream>,
+    /// The peer does not serve `AppendStream` (an older metad during a rolling upgrade): every
+    /// AppendEntries goes unary.
+    unary_only: bool,
+}
+
+/// Why an exchange over the append stream failed.
+enum StreamFailure {
+    /// The peer answered the stream's opening with `UNIMPLEMENTED`.
+    Unsupported,
+    Rpc(Box<RpcErr<openraft::error::Infallible>>),
 }
 
 /// An open `AppendStream` call: requests go into `tx`, responses come from `rx` in order.
@@ -194,6 +204,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             addr: node.peer_addr.clone(),
             appends: 0,
             stream: None,
+            unary_only: false,
         }
     }
 }
@@ -273,13 +284,23 @@ impl PeerConn {
         }
         let data = codec::encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let res = tokio::time::timeout(timeout, self.exchange(Payload { data })).await;
-        self.client
-            .count("append_entries", matches!(res, Ok(Ok(_))));
+        if !matches!(res, Ok(Err(StreamFailure::Unsupported))) {
+            self.client
+                .count("append_entries", matches!(res, Ok(Ok(_))));
+        }
         let resp = match res {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
+            Ok(Err(StreamFailure::Unsupported)) => {
+                tracing::info!(
+                    target = self.target,
+                    "peer has no AppendStream; using unary calls"
+                );
+                self.unary_only = true;
+                return self.call("append_entries", rpc, timeout).await;
+            }
+            Ok(Err(StreamFailure::Rpc(e))) => {
                 self.stream = None;
-                return Err(e);
+                return Err(*e);
             }
             Err(_) => {
                 self.stream = None;
@@ -294,30 +315,33 @@ impl PeerConn {
     }
 
     /// Sends `req` on the stream (opening it first if need be) and waits for its response.
-    async fn exchange(
-        &mut self,
-        req: Payload,
-    ) -> Result<Payload, RpcErr<openraft::error::Infallible>> {
+    async fn exchange(&mut self, req: Payload) -> Result<Payload, StreamFailure> {
         let status_err = |st: tonic::Status| {
-            if st.code() == tonic::Code::Unavailable {
+            StreamFailure::Rpc(Box::new(if st.code() == tonic::Code::Unavailable {
                 RPCError::Unreachable(Unreachable::new(&st))
             } else {
                 RPCError::Network(NetworkError::new(&st))
-            }
+            }))
         };
-        let closed = || RPCError::Network(NetworkError::new(&Msg("append stream closed".into())));
+        let closed = || {
+            StreamFailure::Rpc(Box::new(RPCError::Network(NetworkError::new(&Msg(
+                "append stream closed".into(),
+            )))))
+        };
         let stream = match &mut self.stream {
             Some(s) => s,
             None => {
-                let mut c = self
-                    .client
-                    .client(&self.addr)
-                    .map_err(|e| RPCError::Unreachable(Unreachable::new(&Msg(e))))?;
+                let mut c = self.client.client(&self.addr).map_err(|e| {
+                    StreamFailure::Rpc(Box::new(RPCError::Unreachable(Unreachable::new(&Msg(e)))))
+                })?;
                 let (tx, rx) = mpsc::channel(1);
                 let resp = c
                     .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
                     .await
-                    .map_err(status_err)?;
+                    .map_err(|st| match st.code() {
+                        tonic::Code::Unimplemented => StreamFailure::Unsupported,
+                        _ => status_err(st),
+                    })?;
                 self.stream.insert(AppendStream {
                     tx,
                     rx: resp.into_inner(),
@@ -348,7 +372,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
             ));
         }
         self.appends += 1;
-        if self.appends == 1 {
+        if self.appends == 1 || self.unary_only {
             return self.call("append_entries", &rpc, option.hard_ttl()).await;
         }
         self.call_stream(&rpc, option.hard_ttl()).await
@@ -417,6 +441,105 @@ mod tests {
                 },
             )),
         }
+    }
+
+    /// A peer from before append streams: unary AppendEntries only.
+    struct UnaryOnlyPeer {
+        appends: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    #[tonic::async_trait]
+    impl metad_proto::raft::v1::raft_peer_server::RaftPeer for UnaryOnlyPeer {
+        type AppendStreamStream = futures::stream::Empty<Result<Payload, tonic::Status>>;
+
+        async fn append_stream(
+            &self,
+            _: tonic::Request<tonic::Streaming<Payload>>,
+        ) -> Result<tonic::Response<Self::AppendStreamStream>, tonic::Status> {
+            Err(tonic::Status::unimplemented("no AppendStream here"))
+        }
+        async fn append_entries(
+            &self,
+            _: tonic::Request<Payload>,
+        ) -> Result<tonic::Response<Payload>, tonic::Status> {
+            self.appends
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let ok: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+                Ok(AppendEntriesResponse::Success);
+            let data = codec::encode(&ok).map_err(|e| tonic::Status::internal(e.to_string()))?;
+            Ok(tonic::Response::new(Payload { data }))
+        }
+        async fn vote(
+            &self,
+            _: tonic::Request<Payload>,
+        ) -> Result<tonic::Response<Payload>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn install_snapshot(
+            &self,
+            _: tonic::Request<Payload>,
+        ) -> Result<tonic::Response<Payload>, tonic::Status> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn read_index(
+            &self,
+            _: tonic::Request<ReadIndexRequest>,
+        ) -> Result<tonic::Response<metad_proto::raft::v1::ReadIndexResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn forward(
+            &self,
+            _: tonic::Request<ForwardRequest>,
+        ) -> Result<tonic::Response<metad_proto::raft::v1::ForwardResponse>, tonic::Status>
+        {
+            Err(tonic::Status::unimplemented(""))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_append_streams_gets_unary_calls() -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let appends = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let svc = metad_proto::raft::v1::raft_peer_server::RaftPeerServer::new(UnaryOnlyPeer {
+            appends: appends.clone(),
+        });
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let client = PeerClient::new(
+            1,
+            Arc::new(FaultInjector::new()),
+            Arc::new(Metrics::new(1)?),
+        );
+        let node = NodeInfo {
+            site: "site-b".into(),
+            peer_addr: addr.to_string(),
+            client_addr: addr.to_string(),
+        };
+        let mut conn = PeerNetwork { client }.new_client(2, &node).await;
+        let rpc = || AppendEntriesRequest::<TypeConfig> {
+            vote: openraft::Vote::new(1, 1),
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        };
+        for i in 1..=3u64 {
+            let resp = conn
+                .append_entries(rpc(), RPCOption::new(Duration::from_secs(5)))
+                .await;
+            assert!(
+                matches!(resp, Ok(AppendEntriesResponse::Success)),
+                "call {i}: {resp:?}"
+            );
+            assert_eq!(appends.load(std::sync::atomic::Ordering::SeqCst), i);
+        }
+        assert!(conn.unary_only, "the stream was tried once, then given up");
+        server.abort();
+        Ok(())
     }
 
     #[test]
