@@ -74,30 +74,36 @@ impl RaftPeer for PeerService {
         &self,
         req: Request<Streaming<Payload>>,
     ) -> Result<Response<PayloadStream>, Status> {
-        let state = (req.into_inner(), self.core.clone(), self.stop.clone());
-        let replies = futures::stream::unfold(state, |(mut inbound, core, mut stop)| async move {
-            if *stop.borrow() {
-                return None;
-            }
-            let msg = tokio::select! {
-                m = inbound.message() => m,
-                _ = stop.changed() => return None,
-            };
-            let payload = match msg {
-                Ok(Some(p)) => p,
-                Ok(None) | Err(_) => return None,
-            };
-            let reply = match decode(&payload) {
-                Ok(rpc) => encode(&core.raft.append_entries(rpc).await).map(Response::into_inner),
-                Err(st) => Err(st),
-            };
-            // After an error the stream ends: the sender reopens it for its next call.
-            let (inbound, core) = match &reply {
-                Ok(_) => (inbound, core),
-                Err(_) => return Some((reply, (inbound, core, stop_closed()))),
-            };
-            Some((reply, (inbound, core, stop)))
-        });
+        // The state carries `ended`: after an error reply the stream ends (the sender reopens
+        // it for its next call).
+        let state = (
+            req.into_inner(),
+            self.core.clone(),
+            self.stop.clone(),
+            false,
+        );
+        let replies =
+            futures::stream::unfold(state, |(mut inbound, core, mut stop, ended)| async move {
+                if ended || *stop.borrow() {
+                    return None;
+                }
+                let msg = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = stop.changed() => return None,
+                };
+                let payload = match msg {
+                    Ok(Some(p)) => p,
+                    Ok(None) | Err(_) => return None,
+                };
+                let reply = match decode(&payload) {
+                    Ok(rpc) => {
+                        encode(&core.raft.append_entries(rpc).await).map(Response::into_inner)
+                    }
+                    Err(st) => Err(st),
+                };
+                let ended = reply.is_err();
+                Some((reply, (inbound, core, stop, ended)))
+            });
         Ok(Response::new(Box::pin(replies)))
     }
 
@@ -140,9 +146,4 @@ impl RaftPeer for PeerService {
             log_index,
         }))
     }
-}
-
-/// A stop signal that is already given: the stream's next poll ends it.
-fn stop_closed() -> watch::Receiver<bool> {
-    watch::channel(true).1
 }
