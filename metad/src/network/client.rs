@@ -170,20 +170,27 @@ pub struct PeerConn {
     client: PeerClient,
     target: NodeId,
     addr: String,
-    /// AppendEntries sent so far: the first goes as a unary call, later ones over `stream`.
-    /// openraft makes a `PeerConn` per replication stream (many calls) and one per
-    /// leadership check (a single call), which should not pay for opening a stream.
-    appends: u64,
+    /// How the next AppendEntries goes.
+    transport: Transport,
     stream: Option<AppendStream>,
-    /// The peer does not serve `AppendStream` (an older metad during a rolling upgrade): every
-    /// AppendEntries goes unary.
-    unary_only: bool,
+}
+
+/// How a `PeerConn` sends AppendEntries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// Its first one goes unary: openraft makes a `PeerConn` per replication stream (many
+    /// calls) and one per leadership check (a single call), which should not pay for a stream.
+    First,
+    /// Later ones go over `stream`.
+    Stream,
+    /// The peer does not serve `AppendStream` (an older metad during a rolling upgrade).
+    UnaryOnly,
 }
 
 /// Why an exchange over the append stream failed.
 enum StreamFailure {
-    /// The peer answered the stream's opening with `UNIMPLEMENTED`.
-    Unsupported,
+    /// The peer answered the stream's opening with `UNIMPLEMENTED`; the request, unsent.
+    Unsupported(Vec<u8>),
     Rpc(Box<RpcErr<openraft::error::Infallible>>),
 }
 
@@ -202,16 +209,58 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             client: self.client.clone(),
             target,
             addr: node.peer_addr.clone(),
-            appends: 0,
+            transport: Transport::First,
             stream: None,
-            unary_only: false,
         }
     }
 }
 
 type RpcErr<E> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
 
+/// A failed peer call as openraft wants it: no connection is `Unreachable` (openraft backs
+/// off), anything else `Network`.
+fn status_error<E: std::error::Error>(st: tonic::Status) -> RpcErr<E> {
+    if st.code() == tonic::Code::Unavailable {
+        RPCError::Unreachable(Unreachable::new(&st))
+    } else {
+        RPCError::Network(NetworkError::new(&st))
+    }
+}
+
+fn timed_out<E: std::error::Error>(rpc: &str) -> RpcErr<E> {
+    RPCError::Network(NetworkError::new(&Msg(format!("{rpc} timed out"))))
+}
+
 impl PeerConn {
+    /// The fault injector's verdict on sending to the target, then the encoded request.
+    async fn prepare<Req: Serialize, E: std::error::Error>(
+        &self,
+        req: &Req,
+    ) -> Result<Vec<u8>, RpcErr<E>> {
+        if let Err(e) = self
+            .client
+            .faults
+            .before_send(self.client.self_id, self.target)
+            .await
+        {
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+
+    /// The peer's answer: openraft's result, postcard-encoded.
+    // The error type is the one openraft's `RaftNetwork` methods return.
+    #[allow(clippy::result_large_err)]
+    fn decode_reply<Resp, E>(&self, data: &[u8]) -> Result<Resp, RpcErr<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let decoded: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode(data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: &'static str,
@@ -223,15 +272,18 @@ impl PeerConn {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        if let Err(e) = self
-            .client
-            .faults
-            .before_send(self.client.self_id, self.target)
-            .await
-        {
-            return Err(RPCError::Unreachable(Unreachable::new(&e)));
-        }
-        let data = codec::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data = self.prepare(req).await?;
+        let resp = self.unary(rpc, data, timeout).await?;
+        self.decode_reply(&resp)
+    }
+
+    /// Sends an encoded request as one unary call; returns the encoded reply.
+    async fn unary<E: std::error::Error>(
+        &self,
+        rpc: &'static str,
+        data: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RpcErr<E>> {
         let mut c = self
             .client
             .client(&self.addr)
@@ -247,56 +299,32 @@ impl PeerConn {
         };
         let res = tokio::time::timeout(timeout, fut).await;
         self.client.count(rpc, matches!(res, Ok(Ok(_))));
-        let resp = match res {
-            Err(_) => {
-                return Err(RPCError::Network(NetworkError::new(&Msg(format!(
-                    "{rpc} timed out"
-                )))))
-            }
-            Ok(Err(st)) if st.code() == tonic::Code::Unavailable => {
-                return Err(RPCError::Unreachable(Unreachable::new(&st)))
-            }
-            Ok(Err(st)) => return Err(RPCError::Network(NetworkError::new(&st))),
-            Ok(Ok(r)) => r.into_inner(),
-        };
-        let decoded: Result<Resp, RaftError<NodeId, E>> =
-            codec::decode(&resp.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        match res {
+            Err(_) => Err(timed_out(rpc)),
+            Ok(Err(st)) => Err(status_error(st)),
+            Ok(Ok(r)) => Ok(r.into_inner().data),
+        }
     }
-}
 
-impl PeerConn {
     /// One AppendEntries over this connection's stream (opened on first use, reopened after
-    /// a failure). Errors map as for unary calls: no answer is `Network`, a refused connection
-    /// `Unreachable`.
+    /// a failure); errors map as for unary calls. A peer without the stream gets this and
+    /// every later AppendEntries as unary calls.
     async fn call_stream(
         &mut self,
         rpc: &AppendEntriesRequest<TypeConfig>,
         timeout: Duration,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
-        if let Err(e) = self
-            .client
-            .faults
-            .before_send(self.client.self_id, self.target)
-            .await
-        {
-            return Err(RPCError::Unreachable(Unreachable::new(&e)));
-        }
-        let data = codec::encode(rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let res = tokio::time::timeout(timeout, self.exchange(Payload { data })).await;
-        if !matches!(res, Ok(Err(StreamFailure::Unsupported))) {
-            self.client
-                .count("append_entries", matches!(res, Ok(Ok(_))));
-        }
+        let data = self.prepare(rpc).await?;
+        let res = tokio::time::timeout(timeout, self.exchange(data)).await;
         let resp = match res {
             Ok(Ok(p)) => p,
-            Ok(Err(StreamFailure::Unsupported)) => {
+            Ok(Err(StreamFailure::Unsupported(data))) => {
                 tracing::info!(
                     target = self.target,
                     "peer has no AppendStream; using unary calls"
                 );
-                self.unary_only = true;
-                return self.call("append_entries", rpc, timeout).await;
+                self.transport = Transport::UnaryOnly;
+                self.unary("append_entries", data, timeout).await?
             }
             Ok(Err(StreamFailure::Rpc(e))) => {
                 self.stream = None;
@@ -304,56 +332,59 @@ impl PeerConn {
             }
             Err(_) => {
                 self.stream = None;
-                return Err(RPCError::Network(NetworkError::new(&Msg(
-                    "append_entries timed out".into(),
-                ))));
+                self.client.count("append_entries", false);
+                return Err(timed_out("append_entries"));
             }
         };
-        let decoded: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
-            codec::decode(&resp.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        self.decode_reply(&resp)
     }
 
-    /// Sends `req` on the stream (opening it first if need be) and waits for its response.
-    async fn exchange(&mut self, req: Payload) -> Result<Payload, StreamFailure> {
-        let status_err = |st: tonic::Status| {
-            StreamFailure::Rpc(Box::new(if st.code() == tonic::Code::Unavailable {
-                RPCError::Unreachable(Unreachable::new(&st))
-            } else {
-                RPCError::Network(NetworkError::new(&st))
-            }))
-        };
+    /// Sends `data` on the stream (opening it first if need be) and waits for its response.
+    /// Counts the call unless the peer turned out not to serve streams.
+    async fn exchange(&mut self, data: Vec<u8>) -> Result<Vec<u8>, StreamFailure> {
+        let failed = |e: RpcErr<openraft::error::Infallible>| StreamFailure::Rpc(Box::new(e));
         let closed = || {
-            StreamFailure::Rpc(Box::new(RPCError::Network(NetworkError::new(&Msg(
+            failed(RPCError::Network(NetworkError::new(&Msg(
                 "append stream closed".into(),
-            )))))
+            ))))
         };
         let stream = match &mut self.stream {
             Some(s) => s,
             None => {
-                let mut c = self.client.client(&self.addr).map_err(|e| {
-                    StreamFailure::Rpc(Box::new(RPCError::Unreachable(Unreachable::new(&Msg(e)))))
-                })?;
+                let mut c = self
+                    .client
+                    .client(&self.addr)
+                    .map_err(|e| failed(RPCError::Unreachable(Unreachable::new(&Msg(e)))))?;
                 let (tx, rx) = mpsc::channel(1);
-                let resp = c
+                let opened = c
                     .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
-                    .await
-                    .map_err(|st| match st.code() {
-                        tonic::Code::Unimplemented => StreamFailure::Unsupported,
-                        _ => status_err(st),
-                    })?;
+                    .await;
+                let resp = match opened {
+                    Ok(r) => r,
+                    Err(st) if st.code() == tonic::Code::Unimplemented => {
+                        return Err(StreamFailure::Unsupported(data))
+                    }
+                    Err(st) => {
+                        self.client.count("append_entries", false);
+                        return Err(failed(status_error(st)));
+                    }
+                };
                 self.stream.insert(AppendStream {
                     tx,
                     rx: resp.into_inner(),
                 })
             }
         };
-        stream.tx.send(req).await.map_err(|_| closed())?;
-        match stream.rx.message().await {
-            Ok(Some(p)) => Ok(p),
-            Ok(None) => Err(closed()),
-            Err(st) => Err(status_err(st)),
-        }
+        let res = match stream.tx.send(Payload { data }).await {
+            Err(_) => Err(closed()),
+            Ok(()) => match stream.rx.message().await {
+                Ok(Some(p)) => Ok(p.data),
+                Ok(None) => Err(closed()),
+                Err(st) => Err(failed(status_error(st))),
+            },
+        };
+        self.client.count("append_entries", res.is_ok());
+        res
     }
 }
 
@@ -371,11 +402,14 @@ impl RaftNetwork<TypeConfig> for PeerConn {
                 PayloadTooLarge::new_entries_hint(hint),
             ));
         }
-        self.appends += 1;
-        if self.appends == 1 || self.unary_only {
-            return self.call("append_entries", &rpc, option.hard_ttl()).await;
+        match self.transport {
+            Transport::Stream => self.call_stream(&rpc, option.hard_ttl()).await,
+            Transport::First => {
+                self.transport = Transport::Stream;
+                self.call("append_entries", &rpc, option.hard_ttl()).await
+            }
+            Transport::UnaryOnly => self.call("append_entries", &rpc, option.hard_ttl()).await,
         }
-        self.call_stream(&rpc, option.hard_ttl()).await
     }
 
     async fn install_snapshot(
@@ -537,7 +571,11 @@ mod tests {
             );
             assert_eq!(appends.load(std::sync::atomic::Ordering::SeqCst), i);
         }
-        assert!(conn.unary_only, "the stream was tried once, then given up");
+        assert_eq!(
+            conn.transport,
+            Transport::UnaryOnly,
+            "the stream was tried once, then given up"
+        );
         server.abort();
         Ok(())
     }
