@@ -931,8 +931,10 @@ where
 
                 let cmd = match cmd {
                     Command::AppendInputEntries { vote, entries } => {
-                        // unwrap: the engine never emits an empty append.
-                        let last_log_id = entries.last().unwrap().get_log_id().clone();
+                        // The engine never emits an empty append; one would have nothing to flush.
+                        let Some(last_log_id) = entries.last().map(|e| e.get_log_id().clone()) else {
+                            continue;
+                        };
                         tracing::debug!("AppendInputEntries: {}", DisplaySlice::<_>(&entries),);
 
                         let rx = self.start_append_to_log(entries, vote, last_log_id.clone()).await?;
@@ -1699,7 +1701,9 @@ where
                 // metad patch: `run_engine_commands` handles appends itself; this path is only
                 // reached if a caller runs the command directly, so it keeps upstream's blocking
                 // behaviour.
-                let last_log_id = entries.last().unwrap().get_log_id().clone();
+                let Some(last_log_id) = entries.last().map(|e| e.get_log_id().clone()) else {
+                    return Ok(None);
+                };
                 let rx = self.start_append_to_log(entries, vote, last_log_id.clone()).await?;
                 self.await_log_flushed(&mut vec![(rx, last_log_id)]).await?;
             }
