@@ -201,6 +201,11 @@ impl Cluster {
         self.slots.keys().copied().collect()
     }
 
+    /// Every node's id but `id` (e.g. the followers of a leader).
+    pub fn others(&self, id: u64) -> Vec<u64> {
+        self.ids().into_iter().filter(|&i| i != id).collect()
+    }
+
     pub fn running_ids(&self) -> Vec<u64> {
         self.slots
             .iter()

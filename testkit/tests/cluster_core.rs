@@ -233,11 +233,7 @@ async fn leader_replicates_during_its_own_flush_and_answers_only_after_it() -> a
         let m = cluster.node(leader).raft().metrics().borrow().clone();
         (m.current_term, m.last_log_index.unwrap_or(0))
     };
-    let followers: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|&id| id != leader)
-        .collect();
+    let followers = cluster.others(leader);
     // Every follower holds the entry past `after`, from this leader in this term (a new
     // election would also grow the followers' logs, so term and leader are checked too).
     let followers_hold = |after: u64| {
@@ -303,11 +299,7 @@ async fn followers_apply_a_lone_write_without_waiting_for_a_heartbeat_tick() -> 
         .await?;
     let leader = cluster.wait_for_leader(T).await?;
     let client = cluster.client().await?;
-    let followers: Vec<u64> = cluster
-        .ids()
-        .into_iter()
-        .filter(|&id| id != leader)
-        .collect();
+    let followers = cluster.others(leader);
     for i in 0..3u8 {
         client.register_put("lone", vec![i]).await?;
         let index = cluster

@@ -136,11 +136,7 @@ async fn append_stream_refuses_garbage_and_ends_cleanly_on_stop() -> anyhow::Res
     init_logging();
     let mut cluster = Cluster::builder().nodes(3).build().await?;
     let leader = cluster.wait_for_leader(T).await?;
-    let f = cluster
-        .ids()
-        .into_iter()
-        .find(|&id| id != leader)
-        .unwrap_or(2);
+    let f = cluster.others(leader)[0];
     let ch =
         tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.node(f).peer_addr()))?
             .connect()
