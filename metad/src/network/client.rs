@@ -195,7 +195,8 @@ enum StreamFailure {
 }
 
 /// An open `AppendStream` call: requests go into `tx`, responses come from `rx` in order.
-/// Dropped after any failure or timeout, so a late response can never answer a later request.
+/// Dropped after any failure, timeout or cancellation (see `PeerConn::exchange`), so a late
+/// response can never answer a later request.
 struct AppendStream {
     tx: mpsc::Sender<Payload>,
     rx: tonic::Streaming<Payload>,
@@ -326,12 +327,9 @@ impl PeerConn {
                 self.transport = Transport::UnaryOnly;
                 self.unary("append_entries", data, timeout).await?
             }
-            Ok(Err(StreamFailure::Rpc(e))) => {
-                self.stream = None;
-                return Err(*e);
-            }
+            Ok(Err(StreamFailure::Rpc(e))) => return Err(*e),
             Err(_) => {
-                self.stream = None;
+                // The exchange was dropped, and its stream with it.
                 self.client.count("append_entries", false);
                 return Err(timed_out("append_entries"));
             }
@@ -341,6 +339,12 @@ impl PeerConn {
 
     /// Sends `data` on the stream (opening it first if need be) and waits for its response.
     /// Counts the call unless the peer turned out not to serve streams.
+    ///
+    /// Cancel-safe: the stream is taken out of `self` for the exchange and put back only once
+    /// its response has been read. openraft drops an AppendEntries future when its own timeout
+    /// fires; had the stream stayed in `self`, the abandoned request's response would arrive
+    /// as the answer to the next request, and a stale `Success` would make the leader count
+    /// entries the follower does not have (a false commit).
     async fn exchange(&mut self, data: Vec<u8>) -> Result<Vec<u8>, StreamFailure> {
         let failed = |e: RpcErr<openraft::error::Infallible>| StreamFailure::Rpc(Box::new(e));
         let closed = || {
@@ -348,7 +352,7 @@ impl PeerConn {
                 "append stream closed".into(),
             ))))
         };
-        let stream = match &mut self.stream {
+        let mut stream = match self.stream.take() {
             Some(s) => s,
             None => {
                 let mut c = self
@@ -359,8 +363,11 @@ impl PeerConn {
                 let opened = c
                     .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
                     .await;
-                let resp = match opened {
-                    Ok(r) => r,
+                match opened {
+                    Ok(r) => AppendStream {
+                        tx,
+                        rx: r.into_inner(),
+                    },
                     Err(st) if st.code() == tonic::Code::Unimplemented => {
                         return Err(StreamFailure::Unsupported(data))
                     }
@@ -368,11 +375,7 @@ impl PeerConn {
                         self.client.count("append_entries", false);
                         return Err(failed(status_error(st)));
                     }
-                };
-                self.stream.insert(AppendStream {
-                    tx,
-                    rx: resp.into_inner(),
-                })
+                }
             }
         };
         let res = match stream.tx.send(Payload { data }).await {
@@ -384,6 +387,9 @@ impl PeerConn {
             },
         };
         self.client.count("append_entries", res.is_ok());
+        if res.is_ok() {
+            self.stream = Some(stream);
+        }
         res
     }
 }
@@ -477,20 +483,55 @@ mod tests {
         }
     }
 
-    /// A peer from before append streams: unary AppendEntries only.
-    struct UnaryOnlyPeer {
+    /// A fake peer. With `streams` off it is a metad from before append streams (unary
+    /// AppendEntries only). On its append streams it answers each request with
+    /// `PartialSuccess(prev_log_id)`, so a reply names its request, and it holds the request
+    /// whose `prev_log_id` index is `HELD` until `release` is notified.
+    struct FakePeer {
+        streams: bool,
         appends: Arc<std::sync::atomic::AtomicU64>,
+        received: Arc<tokio::sync::Notify>,
+        release: Arc<tokio::sync::Notify>,
     }
 
+    const HELD: u64 = 5;
+
+    type ReplyStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<Payload, tonic::Status>> + Send>>;
+
     #[tonic::async_trait]
-    impl metad_proto::raft::v1::raft_peer_server::RaftPeer for UnaryOnlyPeer {
-        type AppendStreamStream = futures::stream::Empty<Result<Payload, tonic::Status>>;
+    impl metad_proto::raft::v1::raft_peer_server::RaftPeer for FakePeer {
+        type AppendStreamStream = ReplyStream;
 
         async fn append_stream(
             &self,
-            _: tonic::Request<tonic::Streaming<Payload>>,
-        ) -> Result<tonic::Response<Self::AppendStreamStream>, tonic::Status> {
-            Err(tonic::Status::unimplemented("no AppendStream here"))
+            req: tonic::Request<tonic::Streaming<Payload>>,
+        ) -> Result<tonic::Response<ReplyStream>, tonic::Status> {
+            if !self.streams {
+                return Err(tonic::Status::unimplemented("no AppendStream here"));
+            }
+            let state = (
+                req.into_inner(),
+                self.received.clone(),
+                self.release.clone(),
+            );
+            let replies =
+                futures::stream::unfold(state, |(mut inbound, received, release)| async move {
+                    let p = inbound.message().await.ok()??;
+                    let rpc: AppendEntriesRequest<TypeConfig> = codec::decode(&p.data).ok()?;
+                    let prev = rpc.prev_log_id;
+                    if prev.map(|l| l.index) == Some(HELD) {
+                        received.notify_one();
+                        release.notified().await;
+                    }
+                    let ok: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+                        Ok(AppendEntriesResponse::PartialSuccess(prev));
+                    let reply = codec::encode(&ok)
+                        .map(|data| Payload { data })
+                        .map_err(|e| tonic::Status::internal(e.to_string()));
+                    Some((reply, (inbound, received, release)))
+                });
+            Ok(tonic::Response::new(Box::pin(replies)))
         }
         async fn append_entries(
             &self,
@@ -531,19 +572,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_peer_without_append_streams_gets_unary_calls() -> anyhow::Result<()> {
+    /// Serves `peer` on 127.0.0.1:0; returns the server task and a connection to it.
+    async fn serve(peer: FakePeer) -> anyhow::Result<(tokio::task::JoinHandle<()>, PeerConn)> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let appends = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let svc = metad_proto::raft::v1::raft_peer_server::RaftPeerServer::new(UnaryOnlyPeer {
-            appends: appends.clone(),
-        });
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
+        let svc = metad_proto::raft::v1::raft_peer_server::RaftPeerServer::new(peer);
+        let server = tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let served = tonic::transport::Server::builder()
                 .add_service(svc)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = served {
+                eprintln!("fake peer: {e}");
+            }
+        });
         let client = PeerClient::new(
             1,
             Arc::new(FaultInjector::new()),
@@ -554,17 +597,39 @@ mod tests {
             peer_addr: addr.to_string(),
             client_addr: addr.to_string(),
         };
-        let mut conn = PeerNetwork { client }.new_client(2, &node).await;
-        let rpc = || AppendEntriesRequest::<TypeConfig> {
+        Ok((server, PeerNetwork { client }.new_client(2, &node).await))
+    }
+
+    fn fake_peer(streams: bool) -> FakePeer {
+        FakePeer {
+            streams,
+            appends: Arc::default(),
+            received: Arc::default(),
+            release: Arc::default(),
+        }
+    }
+
+    fn rpc(prev: Option<u64>) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
             vote: openraft::Vote::new(1, 1),
-            prev_log_id: None,
+            prev_log_id: prev
+                .map(|i| openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), i)),
             entries: vec![],
             leader_commit: None,
-        };
+        }
+    }
+
+    fn option() -> RPCOption {
+        RPCOption::new(Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_append_streams_gets_unary_calls() -> anyhow::Result<()> {
+        let peer = fake_peer(false);
+        let appends = peer.appends.clone();
+        let (server, mut conn) = serve(peer).await?;
         for i in 1..=3u64 {
-            let resp = conn
-                .append_entries(rpc(), RPCOption::new(Duration::from_secs(5)))
-                .await;
+            let resp = conn.append_entries(rpc(None), option()).await;
             assert!(
                 matches!(resp, Ok(AppendEntriesResponse::Success)),
                 "call {i}: {resp:?}"
@@ -576,6 +641,49 @@ mod tests {
             Transport::UnaryOnly,
             "the stream was tried once, then given up"
         );
+        server.abort();
+        Ok(())
+    }
+
+    /// openraft drops an AppendEntries future when its own timeout fires. The abandoned
+    /// request's reply must not answer the next request (a stale `Success` is a false match).
+    #[tokio::test]
+    async fn a_cancelled_append_never_lends_its_reply_to_the_next_one() -> anyhow::Result<()> {
+        let peer = fake_peer(true);
+        let (received, release) = (peer.received.clone(), peer.release.clone());
+        let (server, mut conn) = serve(peer).await?;
+        // The first call is unary; the next ones go over the stream.
+        let first = conn.append_entries(rpc(Some(1)), option()).await;
+        assert!(
+            matches!(first, Ok(AppendEntriesResponse::Success)),
+            "{first:?}"
+        );
+        let second = conn.append_entries(rpc(Some(2)), option()).await;
+        assert_eq!(
+            second.ok(),
+            Some(AppendEntriesResponse::PartialSuccess(
+                rpc(Some(2)).prev_log_id
+            ))
+        );
+        // Cancel a call once the peer has its request, as openraft's timeout does.
+        tokio::select! {
+            r = conn.append_entries(rpc(Some(HELD)), option()) => {
+                anyhow::bail!("the held request was answered: {r:?}")
+            }
+            _ = received.notified() => {}
+        }
+        release.notify_one();
+        for prev in [7, 8] {
+            let resp = conn.append_entries(rpc(Some(prev)), option()).await;
+            assert_eq!(
+                resp.ok(),
+                Some(AppendEntriesResponse::PartialSuccess(
+                    rpc(Some(prev)).prev_log_id
+                )),
+                "the reply to the request with prev_log_id {prev}"
+            );
+        }
+        assert_eq!(conn.transport, Transport::Stream);
         server.abort();
         Ok(())
     }
