@@ -200,7 +200,8 @@ fn judge(
     faults: &[FaultRecord],
     workload: Workload,
 ) -> anyhow::Result<Verdict> {
-    let checks = workload.check(history);
+    let mut checks = workload.check(history);
+    checks.push(crate::check::nodes::check(&node_logs(&dir.join("logs"))?));
     let verdict = Verdict::new(info, history, faults, checks);
     report::write_json(&dir.join("verdict.json"), &verdict)?;
     if let Err(e) = report::plot::write_plots(dir, history, faults) {
@@ -208,6 +209,26 @@ fn judge(
     }
     report::write_summary(dir, info, &verdict, faults)?;
     Ok(verdict)
+}
+
+/// Every node's log in `logs` as (file name, text); none if the folder is missing.
+fn node_logs(logs: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let Ok(entries) = std::fs::read_dir(logs) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let path = e?.path();
+        let bytes = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        out.push((name, String::from_utf8_lossy(&bytes).into_owned()));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Re-checks a saved results folder (rewrites its verdict, plots and summary).

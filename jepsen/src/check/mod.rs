@@ -68,4 +68,5 @@ pub mod elle;
 pub mod linear;
 pub mod moves;
 pub mod namespace;
+pub mod nodes;
 pub mod watch;
