@@ -80,6 +80,15 @@ pub struct ScaleArgs {
     /// a full run ~1.5 h).
     #[arg(long)]
     pub skip_benchmarks: bool,
+    /// Seconds of the same reads before each stat/kv-get benchmark, reported apart as the
+    /// cold figure. Right after a load and its snapshot builds, the state machine's pages are
+    /// out of redb's cache and partly out of the OS page cache; a server that has been
+    /// serving reads is not in that state.
+    #[arg(long, default_value_t = 0.0)]
+    pub read_warmup: f64,
+    /// Skip the restart and new-learner measurements (a run about the benchmarks).
+    #[arg(long)]
+    pub skip_learner: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -170,6 +179,18 @@ fn du(p: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// KiB read from block devices since boot (`pgpgin` in /proc/vmstat; 0 if unreadable).
+fn disk_read_kib() -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("pgpgin "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn mib(b: u64) -> f64 {
@@ -303,15 +324,17 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     } else {
         &plan[..]
     };
+    let mut disk_reads = Vec::new();
+    let mut cold = Vec::new();
     for &(w, cons, prefix) in plan {
         settle_s += wait_snapshots_settled(&admin, 3, a.snapshot_after, settle_timeout).await?;
-        let r = metad_target::run(&RunArgs {
+        let args = |duration: f64| RunArgs {
             target: Target::Metad,
             endpoints: eps.clone(),
             workload: w,
             clients: a.clients,
             connections: None,
-            duration: a.duration,
+            duration,
             warmup: 1.0,
             value_size: 256,
             consistency: cons,
@@ -320,9 +343,30 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
             prefix: Some(prefix.clone()),
             no_setup: true,
             json: false,
-        })
-        .await?;
-        println!("{}", r.table());
+        };
+        if a.read_warmup > 0.0 && w != Workload::Create {
+            let before = disk_read_kib();
+            let r = metad_target::run(&args(a.read_warmup)).await?;
+            let read_mib = disk_read_kib().saturating_sub(before) as f64 / 1024.0;
+            println!(
+                "cold (warm-up, {read_mib:.0} MiB read from disk):\n{}",
+                r.table()
+            );
+            cold.push(
+                json!({ "workload": r.workload, "consistency": r.consistency,
+                              "ops_per_s": r.ops_per_s, "p50_ms": r.p50_ms,
+                              "disk_read_mib": read_mib }),
+            );
+        }
+        let before = disk_read_kib();
+        let r = metad_target::run(&args(a.duration)).await?;
+        let read_mib = disk_read_kib().saturating_sub(before) as f64 / 1024.0;
+        println!(
+            "{}\ndisk reads during the run: {read_mib:.0} MiB ({:.1} KiB per op)",
+            r.table(),
+            read_mib * 1024.0 / (r.ops.max(1) as f64)
+        );
+        disk_reads.push(read_mib);
         benches.push(r);
     }
 
@@ -341,6 +385,31 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
         .unwrap_or(0);
     let log = du(&ld.join("raft-log"));
     let snap = du(&ld.join("snapshots"));
+
+    if a.skip_learner {
+        println!(
+            "scale: {} files, load {load_s:.1}s ({load_rate:.0} files/s); waited {settle_s:.1}s \
+             for background snapshots; restart and learner skipped",
+            a.files
+        );
+        println!(
+            "RSS MiB per node: {:?}; leader disk {:.0} MiB (sm.redb {:.0}, snapshots {:.0})",
+            rss.iter().map(|b| mib(*b).round()).collect::<Vec<_>>(),
+            mib(disk),
+            mib(sm),
+            mib(snap)
+        );
+        if a.json {
+            println!(
+                "{}",
+                json!({ "files": a.files, "load_s": load_s, "snapshot_settle_s": settle_s,
+                        "benches": benches, "disk_read_mib": disk_reads, "cold": cold,
+                        "read_warmup_s": a.read_warmup, "rss_bytes": rss,
+                        "sm_bytes": sm, "snapshot_bytes": snap, "load1": load1() })
+            );
+        }
+        return Ok(());
+    }
 
     // 4. Restart a follower: SIGTERM, start, time until it serves at the leader's index.
     let follower = (1..=3u64).find(|i| *i != leader).unwrap_or(1);
@@ -487,7 +556,8 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
             json!({
                 "files": a.files, "load_s": load_s, "load_files_per_s": load_rate,
                 "snapshot_settle_s": settle_s,
-                "benches": b, "rss_bytes": rss, "leader_disk_bytes": disk,
+                "benches": b, "disk_read_mib": disk_reads, "cold": cold,
+                "read_warmup_s": a.read_warmup, "rss_bytes": rss, "leader_disk_bytes": disk,
                 "sm_bytes": sm, "raft_log_bytes": log, "snapshot_bytes": snap,
                 "restart_graceful_s": restarts[0], "restart_kill9_s": restarts[1],
                 "learner_catchup_s": learner_s, "learner_snapshot_index": ls_snap,

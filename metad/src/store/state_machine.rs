@@ -121,6 +121,18 @@ pub struct SmStore {
     inner: Arc<Inner>,
 }
 
+/// Asks the kernel to drop a written, synced file's pages from its page cache. A snapshot is
+/// written once and read again only for a lagging peer; left cached, a 6 GB snapshot of a 10 M
+/// file namespace would evict the state machine's pages, which every read needs. Advice only:
+/// a failure costs nothing but the cache.
+fn drop_from_page_cache(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    let advice = nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED;
+    if let Err(e) = nix::fcntl::posix_fadvise(f.as_raw_fd(), 0, 0, advice) {
+        tracing::debug!(error = %e, "posix_fadvise(DONTNEED) on a snapshot failed");
+    }
+}
+
 fn se(e: impl Into<StoreError>) -> StorageError {
     to_storage_error(e.into())
 }
@@ -364,6 +376,7 @@ impl SmStore {
         snapshot::dump(&rtx, &mut f)?;
         let f = f.into_inner().map_err(|e| StoreError::Io(e.into_error()))?;
         f.sync_all()?;
+        drop_from_page_cache(&f);
         drop(f);
         self.publish_snapshot(meta, &tmp)
     }
