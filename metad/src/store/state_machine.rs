@@ -502,6 +502,7 @@ impl SmStore {
             .snap_dir
             .join(format!("snap-{}.tmp", meta.snapshot_id));
         file.sync_all()?;
+        drop_from_page_cache(&file);
         match self.received_path(&file)? {
             Some(recv) => std::fs::rename(recv, &tmp)?,
             None => {
@@ -509,6 +510,7 @@ impl SmStore {
                 let mut out = std::fs::File::create(&tmp)?;
                 std::io::copy(&mut file, &mut out)?;
                 out.sync_all()?;
+                drop_from_page_cache(&out);
             }
         }
         let id = meta.snapshot_id.clone();
