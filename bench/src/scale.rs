@@ -89,6 +89,9 @@ pub struct ScaleArgs {
     /// Skip the restart and new-learner measurements (a run about the benchmarks).
     #[arg(long)]
     pub skip_learner: bool,
+    /// Run even if the disk looks too small for the run (see `disk_needed`).
+    #[arg(long)]
+    pub no_disk_check: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -259,10 +262,47 @@ async fn wait_snapshots_settled(
     }
 }
 
+/// Bytes one node needs at its peak per loaded file: `sm.redb` (~0.86 KB per file at 10 M),
+/// the current snapshot and the one being built next to it (~0.6 KB each).
+const NODE_PEAK_BYTES_PER_FILE: u64 = 2_100;
+
+/// Disk the run needs at its peak: every node at its peak, and the new learner's copy unless
+/// it replaces a removed follower or is skipped.
+fn disk_needed(a: &ScaleArgs) -> u64 {
+    let learner = !a.skip_learner && !a.learner_replaces_follower;
+    let nodes = 3 + u64::from(learner);
+    a.files
+        .saturating_mul(NODE_PEAK_BYTES_PER_FILE)
+        .saturating_mul(nodes)
+}
+
+/// Refuses to start a run that the disk under `dir` cannot hold: a 10 M run otherwise fails
+/// with a full disk half an hour in.
+fn check_disk(a: &ScaleArgs, dir: &Path) -> anyhow::Result<()> {
+    let st = nix::sys::statvfs::statvfs(dir)?;
+    let free = st.blocks_available() * st.fragment_size();
+    let need = disk_needed(a);
+    if free < need && !a.no_disk_check {
+        anyhow::bail!(
+            "{} has {:.1} GB free; a {}-file run needs about {:.1} GB at its peak ({} node \
+             copies x {} bytes per file). Free disk, use --learner-replaces-follower or \
+             --skip-learner, or pass --no-disk-check",
+            dir.display(),
+            free as f64 / 1e9,
+            a.files,
+            need as f64 / 1e9,
+            need / a.files.max(1).saturating_mul(NODE_PEAK_BYTES_PER_FILE),
+            NODE_PEAK_BYTES_PER_FILE,
+        );
+    }
+    Ok(())
+}
+
 pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
+    check_disk(&a, &dir)?;
     let conf = dir.join("scale.toml");
     std::fs::write(
         &conf,
@@ -572,4 +612,50 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     drop(learner);
     drop(cluster);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: ScaleArgs,
+    }
+
+    fn args(extra: &[&str]) -> ScaleArgs {
+        let mut argv = vec!["scale"];
+        argv.extend_from_slice(extra);
+        Cli::parse_from(argv).a
+    }
+
+    #[test]
+    fn disk_needed_counts_the_learner_only_when_it_adds_a_copy() {
+        let gb = |a: &ScaleArgs| disk_needed(a) as f64 / 1e9;
+        assert_eq!(gb(&args(&["--files", "1000000"])), 8.4);
+        assert_eq!(gb(&args(&["--files", "1000000", "--skip-learner"])), 6.3);
+        let replaces = args(&["--files", "1000000", "--learner-replaces-follower"]);
+        assert_eq!(gb(&replaces), 6.3);
+    }
+
+    #[test]
+    fn a_run_the_disk_cannot_hold_is_refused_before_it_starts() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        // 10^12 files would need ~6 PB.
+        let huge = args(&["--files", "1000000000000", "--skip-learner"]);
+        let err = check_disk(&huge, dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("needs about") && err.contains("--no-disk-check"),
+            "{err}"
+        );
+        let forced = args(&["--files", "1000000000000", "--no-disk-check"]);
+        check_disk(&forced, dir.path())?;
+        check_disk(&args(&["--files", "1000"]), dir.path())?;
+        Ok(())
+    }
 }
