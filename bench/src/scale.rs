@@ -196,6 +196,13 @@ fn disk_read_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// One benchmark run, and the MiB the machine read from disk while it ran.
+async fn run_measuring_disk(args: &RunArgs) -> anyhow::Result<(crate::stats::Report, f64)> {
+    let before = disk_read_kib();
+    let r = metad_target::run(args).await?;
+    Ok((r, disk_read_kib().saturating_sub(before) as f64 / 1024.0))
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / (1u64 << 20) as f64
 }
@@ -266,14 +273,17 @@ async fn wait_snapshots_settled(
 /// the current snapshot and the one being built next to it (~0.6 KB each).
 const NODE_PEAK_BYTES_PER_FILE: u64 = 2_100;
 
-/// Disk the run needs at its peak: every node at its peak, and the new learner's copy unless
-/// it replaces a removed follower or is skipped.
+/// Disk the run needs at its peak: every copy of the state at its peak.
 fn disk_needed(a: &ScaleArgs) -> u64 {
-    let learner = !a.skip_learner && !a.learner_replaces_follower;
-    let nodes = 3 + u64::from(learner);
     a.files
         .saturating_mul(NODE_PEAK_BYTES_PER_FILE)
-        .saturating_mul(nodes)
+        .saturating_mul(node_copies(a))
+}
+
+/// Copies of the state the run holds at once: three nodes, and the new learner unless it
+/// replaces a removed follower or is skipped.
+fn node_copies(a: &ScaleArgs) -> u64 {
+    3 + u64::from(!a.skip_learner && !a.learner_replaces_follower)
 }
 
 /// Refuses to start a run that the disk under `dir` cannot hold: a 10 M run otherwise fails
@@ -291,7 +301,7 @@ fn check_disk(a: &ScaleArgs, dir: &Path) -> anyhow::Result<()> {
             free as f64 / 1e9,
             a.files,
             need as f64 / 1e9,
-            need / a.files.max(1).saturating_mul(NODE_PEAK_BYTES_PER_FILE),
+            node_copies(a),
             NODE_PEAK_BYTES_PER_FILE,
         );
     }
@@ -385,9 +395,7 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
             json: false,
         };
         if a.read_warmup > 0.0 && w != Workload::Create {
-            let before = disk_read_kib();
-            let r = metad_target::run(&args(a.read_warmup)).await?;
-            let read_mib = disk_read_kib().saturating_sub(before) as f64 / 1024.0;
+            let (r, read_mib) = run_measuring_disk(&args(a.read_warmup)).await?;
             println!(
                 "cold (warm-up, {read_mib:.0} MiB read from disk):\n{}",
                 r.table()
@@ -398,9 +406,7 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
                               "disk_read_mib": read_mib }),
             );
         }
-        let before = disk_read_kib();
-        let r = metad_target::run(&args(a.duration)).await?;
-        let read_mib = disk_read_kib().saturating_sub(before) as f64 / 1024.0;
+        let (r, read_mib) = run_measuring_disk(&args(a.duration)).await?;
         println!(
             "{}\ndisk reads during the run: {read_mib:.0} MiB ({:.1} KiB per op)",
             r.table(),
@@ -426,27 +432,33 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     let log = du(&ld.join("raft-log"));
     let snap = du(&ld.join("snapshots"));
 
+    println!(
+        "scale: {} files, load {load_s:.1}s ({load_rate:.0} files/s), load1 {:.2}; \
+         waited {settle_s:.1}s in all for background snapshots before the benchmarks",
+        a.files,
+        load1()
+    );
+    println!(
+        "RSS MiB per node: {:?}; leader disk {:.0} MiB (sm.redb {:.0}, raft-log/ {:.0}, snapshots {:.0})",
+        rss.iter().map(|b| mib(*b).round()).collect::<Vec<_>>(),
+        mib(disk),
+        mib(sm),
+        mib(log),
+        mib(snap)
+    );
+    let mut summary = json!({
+        "files": a.files, "load_s": load_s, "load_files_per_s": load_rate,
+        "snapshot_settle_s": settle_s,
+        "benches": benches, "disk_read_mib": disk_reads, "cold": cold,
+        "read_warmup_s": a.read_warmup, "rss_bytes": rss, "leader_disk_bytes": disk,
+        "sm_bytes": sm, "raft_log_bytes": log, "snapshot_bytes": snap,
+        "benchmarks_skipped": a.skip_benchmarks,
+    });
     if a.skip_learner {
-        println!(
-            "scale: {} files, load {load_s:.1}s ({load_rate:.0} files/s); waited {settle_s:.1}s \
-             for background snapshots; restart and learner skipped",
-            a.files
-        );
-        println!(
-            "RSS MiB per node: {:?}; leader disk {:.0} MiB (sm.redb {:.0}, snapshots {:.0})",
-            rss.iter().map(|b| mib(*b).round()).collect::<Vec<_>>(),
-            mib(disk),
-            mib(sm),
-            mib(snap)
-        );
+        println!("restart and learner skipped");
         if a.json {
-            println!(
-                "{}",
-                json!({ "files": a.files, "load_s": load_s, "snapshot_settle_s": settle_s,
-                        "benches": benches, "disk_read_mib": disk_reads, "cold": cold,
-                        "read_warmup_s": a.read_warmup, "rss_bytes": rss,
-                        "sm_bytes": sm, "snapshot_bytes": snap, "load1": load1() })
-            );
+            summary["load1"] = json!(load1());
+            println!("{summary}");
         }
         return Ok(());
     }
@@ -546,20 +558,6 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     };
 
     println!(
-        "scale: {} files, load {load_s:.1}s ({load_rate:.0} files/s), load1 {:.2}; \
-         waited {settle_s:.1}s in all for background snapshots before the benchmarks",
-        a.files,
-        load1()
-    );
-    println!(
-        "RSS MiB per node: {:?}; leader disk {:.0} MiB (sm.redb {:.0}, raft-log/ {:.0}, snapshots {:.0})",
-        rss.iter().map(|b| mib(*b).round()).collect::<Vec<_>>(),
-        mib(disk),
-        mib(sm),
-        mib(log),
-        mib(snap)
-    );
-    println!(
         "restart to serving: graceful {:.2}s, after kill -9 {:.2}s",
         restarts[0], restarts[1]
     );
@@ -587,27 +585,19 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
         }
     }
     if a.json {
-        let b: Vec<_> = benches
-            .iter()
-            .map(|r| serde_json::to_value(r).unwrap_or_default())
-            .collect();
-        println!(
-            "{}",
-            json!({
-                "files": a.files, "load_s": load_s, "load_files_per_s": load_rate,
-                "snapshot_settle_s": settle_s,
-                "benches": b, "disk_read_mib": disk_reads, "cold": cold,
-                "read_warmup_s": a.read_warmup, "rss_bytes": rss, "leader_disk_bytes": disk,
-                "sm_bytes": sm, "raft_log_bytes": log, "snapshot_bytes": snap,
-                "restart_graceful_s": restarts[0], "restart_kill9_s": restarts[1],
-                "learner_catchup_s": learner_s, "learner_snapshot_index": ls_snap,
-                "learner_error": learner_err,
-                "learner_replaced_follower": a.learner_replaces_follower,
-                "learner_settle_s": learner_settle_s,
-                "learner_rss_bytes": learner_rss, "load1": load1(),
-                "snapshot_build_s": build_s, "benchmarks_skipped": a.skip_benchmarks,
-            })
-        );
+        let more = json!({
+            "restart_graceful_s": restarts[0], "restart_kill9_s": restarts[1],
+            "learner_catchup_s": learner_s, "learner_snapshot_index": ls_snap,
+            "learner_error": learner_err,
+            "learner_replaced_follower": a.learner_replaces_follower,
+            "learner_settle_s": learner_settle_s,
+            "learner_rss_bytes": learner_rss, "load1": load1(),
+            "snapshot_build_s": build_s,
+        });
+        if let (Some(all), Some(more)) = (summary.as_object_mut(), more.as_object()) {
+            all.extend(more.clone());
+        }
+        println!("{summary}");
     }
     drop(learner);
     drop(cluster);
