@@ -502,7 +502,6 @@ impl SmStore {
             .snap_dir
             .join(format!("snap-{}.tmp", meta.snapshot_id));
         file.sync_all()?;
-        drop_from_page_cache(&file);
         match self.received_path(&file)? {
             Some(recv) => std::fs::rename(recv, &tmp)?,
             None => {
@@ -513,6 +512,8 @@ impl SmStore {
                 drop_from_page_cache(&out);
             }
         }
+        // After the copy, if there was one: it reads `file` back.
+        drop_from_page_cache(&file);
         let id = meta.snapshot_id.clone();
         let (_, data) = self.publish_snapshot(meta, &tmp)?;
         tracing::info!(
