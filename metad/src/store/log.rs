@@ -1,7 +1,8 @@
 //! The Raft log: an append-only, checksummed segment log (`store::wal`) with group commit.
 //!
-//! Every mutation (append, vote, committed, truncate, purge) becomes a record, sent in the
-//! order openraft issued it to one writer thread. The thread drains whatever is queued, writes
+//! Every mutation (append, vote, truncate, purge) becomes a record, sent in the order openraft
+//! issued it to one writer thread; the committed index is not sent (it would wake the thread
+//! once more per write) but added by the writer to its next group. The thread drains whatever is queued, writes
 //! it with ONE `write` and makes it durable with ONE `fdatasync`, then fires the append
 //! callbacks (`LogFlushed`) and wakes the synchronous callers — so an entry is reported flushed
 //! only after it is durable, and a burst of appends costs one fsync. (A redb transaction per
@@ -419,9 +420,11 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
-        let mut unsynced = false;
         while let Ok(first) = rx.recv() {
             shared.wait_while_held();
+            // Read before draining: every entry this committed index covers was queued before
+            // openraft saved it, so it is in an earlier group or in this one.
+            let committed = shared.state().committed;
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -429,21 +432,17 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let durable = batch.iter().any(|op| !matches!(op, Op::Committed(_)));
+            if batch.len() < MAX_BATCH && committed != self.carry.committed {
+                batch.push(Op::Committed(committed));
+            }
             let mut locs = Vec::new();
             let mut result = self.write_batch(&batch, &mut locs);
             if result.is_ok() {
-                result = if durable {
-                    unsynced = false;
-                    self.wal.sync()
-                } else {
-                    unsynced = true;
-                    self.wal.write_out()
-                };
+                result = self.wal.sync();
             }
             let result = result.map_err(|e| e.to_string());
             if let Ok(mut s) = shared.stats.lock() {
-                s.transactions += u64::from(durable);
+                s.transactions += 1;
                 s.operations += batch.len() as u64;
                 s.bytes = self.wal.bytes();
             }
@@ -464,9 +463,15 @@ impl Writer {
                 }
             }
         }
-        if unsynced {
-            if let Err(e) = self.wal.sync() {
-                tracing::warn!(error = %e, "final sync of the raft log failed");
+        // Closed: the last committed index goes out with a final sync.
+        let committed = shared.state().committed;
+        if committed != self.carry.committed {
+            let last = [Op::Committed(committed)];
+            if let Err(e) = self
+                .write_batch(&last, &mut Vec::new())
+                .and_then(|()| self.wal.sync())
+            {
+                tracing::warn!(error = %e, "final write of the committed index failed");
             }
         }
     }
@@ -631,13 +636,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Queued, not awaited: openraft calls this on its core task each time the commit index
-        // moves. The record rides in the next group's write and gets no fsync of its own: the
-        // committed index only shortens recovery (re-apply up to it at start-up), a lost or
-        // older value is safe, and queue order keeps it behind the entries it covers.
+        // Not queued and not awaited: openraft calls this on its core task each time the commit
+        // index moves, and a record of its own woke the writer thread once more per write. The
+        // writer adds the latest value to its next group (entries, votes..., which are fsynced
+        // anyway) and writes it when the log closes. The committed index only shortens recovery
+        // (re-apply up to it at start-up), so a lost or older value is safe.
         self.shared.state().committed = committed;
-        self.send(Op::Committed(committed))
-            .map_err(to_storage_error)
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
