@@ -2,6 +2,7 @@
 //! peer and metrics servers, bootstraps a new cluster once, and shuts down gracefully.
 //! `run`-style entry point takes already-bound listeners so tests can bind 127.0.0.1:0.
 
+mod coalesce;
 pub mod maintenance;
 mod read;
 pub mod snapshots;
@@ -230,7 +231,12 @@ impl MetaNode {
 
         let client_router = crate::api::router(core.clone());
         let rx = stop_rx.clone();
-        let client_incoming = nodelay_incoming(listeners.client);
+        // Replies to concurrent client requests share writes (see `coalesce`); peer traffic is
+        // a few long-lived streams and keeps the plain socket.
+        let client_incoming = tokio_stream::StreamExt::map(
+            nodelay_incoming(listeners.client),
+            |conn| conn.map(coalesce::Coalesced::new),
+        );
         tasks.push(tokio::spawn(async move {
             if let Err(e) = client_router
                 .serve_with_incoming_shutdown(client_incoming, signal(rx))
