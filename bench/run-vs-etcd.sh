@@ -33,33 +33,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# 12 free loopback ports: etcd client/peer x3, metad client/peer x3.
-read -r -a P <<<"$(python3 -c '
-import socket
-ss=[socket.socket() for _ in range(12)]
-for s in ss: s.bind(("127.0.0.1",0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')"
-
-ECL="e1=http://127.0.0.1:${P[3]},e2=http://127.0.0.1:${P[4]},e3=http://127.0.0.1:${P[5]}"
-for i in 0 1 2; do
-  etcd --name "e$((i+1))" --data-dir "$WORK/etcd$((i+1))" \
-    --listen-client-urls "http://127.0.0.1:${P[i]}" --advertise-client-urls "http://127.0.0.1:${P[i]}" \
-    --listen-peer-urls "http://127.0.0.1:${P[i+3]}" --initial-advertise-peer-urls "http://127.0.0.1:${P[i+3]}" \
-    --initial-cluster "$ECL" --initial-cluster-state new --initial-cluster-token metad-bench \
-    --logger zap --log-level error >"$OUT/etcd$((i+1)).log" 2>&1 &
-  PIDS+=($!)
-done
-ETCD_EPS="127.0.0.1:${P[0]},127.0.0.1:${P[1]},127.0.0.1:${P[2]}"
-
-MCL="1=site-a/127.0.0.1:${P[9]}/127.0.0.1:${P[6]},2=site-b/127.0.0.1:${P[10]}/127.0.0.1:${P[7]},3=site-c/127.0.0.1:${P[11]}/127.0.0.1:${P[8]}"
-SITES=(site-a site-b site-c)
-for i in 0 1 2; do
-  RUST_LOG=warn,openraft=off "$METAD" --node-id $((i+1)) --site "${SITES[i]}" --data-dir "$WORK/metad$((i+1))" \
-    --listen-client "127.0.0.1:${P[i+6]}" --listen-peer "127.0.0.1:${P[i+9]}" --listen-metrics= \
-    --initial-cluster "$MCL" >"$OUT/metad$((i+1)).log" 2>&1 &
-  PIDS+=($!)
-done
-METAD_EPS="127.0.0.1:${P[6]},127.0.0.1:${P[7]},127.0.0.1:${P[8]}"
+# shellcheck source=bench/lib-cluster.sh
+. bench/lib-cluster.sh
+start_etcd "$WORK" "$OUT"
+start_metad "$METAD" "$WORK" "$OUT"
 echo "$(date -u +%FT%TZ) etcd $ETCD_EPS metad $METAD_EPS; $(nproc) cores; $(uptime)" | tee "$OUT/machine.txt"
 etcd --version >>"$OUT/machine.txt" || true
 

@@ -14,33 +14,15 @@ set -uo pipefail
 TARGET=$1; D=$2; W=$3; C=$4; shift 4
 BENCH=$D/metad-bench
 WORK=$(mktemp -d /tmp/perop.XXXXXX)
-read -r -a P <<<"$(python3 -c '
-import socket
-ss=[socket.socket() for _ in range(6)]
-for s in ss: s.bind(("127.0.0.1",0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')"
-PIDS=()
+# shellcheck source=bench/lib-cluster.sh
+. "$(dirname "$0")/../lib-cluster.sh"
 if [ "$TARGET" = etcd ]; then
-  ECL="e1=http://127.0.0.1:${P[3]},e2=http://127.0.0.1:${P[4]},e3=http://127.0.0.1:${P[5]}"
-  for i in 0 1 2; do
-    etcd --name "e$((i+1))" --data-dir "$WORK/n$((i+1))" \
-      --listen-client-urls "http://127.0.0.1:${P[i]}" --advertise-client-urls "http://127.0.0.1:${P[i]}" \
-      --listen-peer-urls "http://127.0.0.1:${P[i+3]}" --initial-advertise-peer-urls "http://127.0.0.1:${P[i+3]}" \
-      --initial-cluster "$ECL" --initial-cluster-state new --initial-cluster-token perop \
-      --logger zap --log-level error >"$WORK/n$((i+1)).log" 2>&1 &
-    PIDS+=($!)
-  done
+  start_etcd "$WORK" "$WORK" perop
+  EPS=$ETCD_EPS
 else
-  MCL="1=site-a/127.0.0.1:${P[3]}/127.0.0.1:${P[0]},2=site-b/127.0.0.1:${P[4]}/127.0.0.1:${P[1]},3=site-c/127.0.0.1:${P[5]}/127.0.0.1:${P[2]}"
-  SITES=(site-a site-b site-c)
-  for i in 0 1 2; do
-    RUST_LOG=warn,openraft=off "$D/metad" --node-id $((i+1)) --site "${SITES[i]}" --data-dir "$WORK/n$((i+1))" \
-      --listen-client "127.0.0.1:${P[i]}" --listen-peer "127.0.0.1:${P[i+3]}" --listen-metrics= \
-      --initial-cluster "$MCL" >"$WORK/n$((i+1)).log" 2>&1 &
-    PIDS+=($!)
-  done
+  start_metad "$D/metad" "$WORK" "$WORK"
+  EPS=$METAD_EPS
 fi
-EPS="127.0.0.1:${P[0]},127.0.0.1:${P[1]},127.0.0.1:${P[2]}"
 bench() { "$BENCH" --target "$TARGET" --endpoints "$EPS" --workload "$W" --clients "$C" --keys 10000 "$@" --json; }
 # One line per node: CPU ticks, then context switches.
 counters() {
