@@ -330,6 +330,33 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
         &[conf_arg.as_str()],
         &[("RUST_LOG", "warn,openraft=off,metad::node::snapshots=info")],
     )?;
+    let r = measure(&a, &dir, &conf_arg, &mut cluster).await;
+    // A request that fails because a node died reads like a network error: say which node
+    // exited, how, and what its log said last.
+    // A failed run keeps its data and logs, also in the default temporary directory.
+    r.map_err(|e| {
+        let dead = cluster.exits();
+        let e = if dead.is_empty() {
+            e
+        } else {
+            e.context(dead.join("\n"))
+        };
+        drop(cluster);
+        let kept = if a.dir.is_none() { tmp.keep() } else { dir };
+        e.context(format!(
+            "scale run failed; the cluster's data and logs are in {}",
+            kept.display()
+        ))
+    })
+}
+
+/// Load, benchmarks, sizes, restarts and the learner, against the running `cluster`.
+async fn measure(
+    a: &ScaleArgs,
+    dir: &Path,
+    conf_arg: &str,
+    cluster: &mut ProcCluster,
+) -> anyhow::Result<()> {
     let eps = cluster.endpoints.clone();
     let clients = connect(&eps, 8).await?;
     let layout = Layout {
@@ -513,7 +540,7 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
             "--heartbeat-ms=50".into(),
             "--election-timeout-min-ms=300".into(),
             "--election-timeout-max-ms=600".into(),
-            conf_arg.clone(),
+            conf_arg.to_string(),
         ],
         dir.join("n4.log"),
     )
@@ -600,7 +627,6 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
         println!("{summary}");
     }
     drop(learner);
-    drop(cluster);
     Ok(())
 }
 

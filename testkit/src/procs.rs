@@ -91,6 +91,20 @@ impl Proc {
         }
     }
 
+    /// How the process ended, once it has (`None` while it runs or if it was never started).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The last `n` lines of the process's log file (empty if it cannot be read).
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// SIGKILL, and reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -219,8 +233,73 @@ impl ProcCluster {
         &mut self.nodes[(id - 1) as usize]
     }
 
+    /// One report per node that has exited: which, how, and the end of its log. Empty while
+    /// every started node runs (a node stopped on purpose with `kill9`/`terminate` is not
+    /// counted).
+    pub fn exits(&mut self) -> Vec<String> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|p| {
+                let status = p.exited()?;
+                Some(format!(
+                    "{} exited ({status}); last lines of {}:\n{}",
+                    p.name,
+                    p.log.display(),
+                    p.log_tail(8)
+                ))
+            })
+            .collect()
+    }
+
     /// Total CPU seconds used by the running nodes.
     pub fn cpu_seconds(&self) -> f64 {
         self.nodes.iter().filter_map(Proc::cpu_seconds).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exited_process_is_reported_with_its_status_and_log_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = Proc::new(
+            "doomed",
+            PathBuf::from("/bin/sh"),
+            vec![
+                "-c".into(),
+                "echo first; echo 'it went wrong'; exit 3".into(),
+            ],
+            dir.path().join("doomed.log"),
+        );
+        let mut alive = Proc::new(
+            "alive",
+            PathBuf::from("/bin/sh"),
+            vec!["-c".into(), "sleep 600".into()],
+            dir.path().join("alive.log"),
+        );
+        p.start().expect("start");
+        alive.start().expect("start");
+        let mut cluster = ProcCluster {
+            nodes: vec![p, alive],
+            endpoints: vec![],
+            dir: dir.path().to_path_buf(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let exits = loop {
+            let e = cluster.exits();
+            if !e.is_empty() || std::time::Instant::now() > deadline {
+                break e;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        assert_eq!(exits.len(), 1, "only the exited process: {exits:?}");
+        assert!(
+            exits[0].starts_with("doomed exited (exit status: 3)"),
+            "{}",
+            exits[0]
+        );
+        assert!(exits[0].ends_with("first\nit went wrong"), "{}", exits[0]);
     }
 }
