@@ -233,10 +233,10 @@ impl MetaNode {
         let rx = stop_rx.clone();
         // Replies to concurrent client requests share writes (see `coalesce`); peer traffic is
         // a few long-lived streams and keeps the plain socket.
-        let client_incoming = tokio_stream::StreamExt::map(
-            nodelay_incoming(listeners.client),
-            |conn| conn.map(coalesce::Coalesced::new),
-        );
+        let client_incoming =
+            tokio_stream::StreamExt::map(nodelay_incoming(listeners.client), |conn| {
+                conn.map(coalesce::Coalesced::new)
+            });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = client_router
                 .serve_with_incoming_shutdown(client_incoming, signal(rx))
