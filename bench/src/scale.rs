@@ -332,8 +332,8 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
     )?;
     let r = measure(&a, &dir, &conf_arg, &mut cluster).await;
     // A request that fails because a node died reads like a network error: say which node
-    // exited, how, and what its log said last.
-    // A failed run keeps its data and logs, also in the default temporary directory.
+    // exited, how, and what its log said last. A failed run keeps its data and logs, also in
+    // the default temporary directory.
     r.map_err(|e| {
         let dead = cluster.exits();
         let e = if dead.is_empty() {
@@ -341,7 +341,6 @@ pub async fn scale_cmd(a: ScaleArgs) -> anyhow::Result<()> {
         } else {
             e.context(dead.join("\n"))
         };
-        drop(cluster);
         let kept = if a.dir.is_none() { tmp.keep() } else { dir };
         e.context(format!(
             "scale run failed; the cluster's data and logs are in {}",
@@ -621,8 +620,8 @@ async fn measure(
             "learner_rss_bytes": learner_rss, "load1": load1(),
             "snapshot_build_s": build_s,
         });
-        if let (Some(all), Some(more)) = (summary.as_object_mut(), more.as_object()) {
-            all.extend(more.clone());
+        if let (Some(all), serde_json::Value::Object(more)) = (summary.as_object_mut(), more) {
+            all.extend(more);
         }
         println!("{summary}");
     }

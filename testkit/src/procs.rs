@@ -261,9 +261,9 @@ impl ProcCluster {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_exited_process_is_reported_with_its_status_and_log_tail() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    #[tokio::test]
+    async fn an_exited_process_is_reported_with_its_status_and_log_tail() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
         let mut p = Proc::new(
             "doomed",
             PathBuf::from("/bin/sh"),
@@ -279,21 +279,22 @@ mod tests {
             vec!["-c".into(), "sleep 600".into()],
             dir.path().join("alive.log"),
         );
-        p.start().expect("start");
-        alive.start().expect("start");
+        p.start()?;
+        alive.start()?;
         let mut cluster = ProcCluster {
             nodes: vec![p, alive],
             endpoints: vec![],
             dir: dir.path().to_path_buf(),
         };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let exits = loop {
-            let e = cluster.exits();
-            if !e.is_empty() || std::time::Instant::now() > deadline {
-                break e;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        };
+        let exits = crate::wait::wait_until(
+            std::time::Duration::from_secs(10),
+            "the short-lived process to exit",
+            || {
+                let e = cluster.exits();
+                async move { (!e.is_empty()).then_some(e) }
+            },
+        )
+        .await?;
         assert_eq!(exits.len(), 1, "only the exited process: {exits:?}");
         assert!(
             exits[0].starts_with("doomed exited (exit status: 3)"),
@@ -301,5 +302,6 @@ mod tests {
             exits[0]
         );
         assert!(exits[0].ends_with("first\nit went wrong"), "{}", exits[0]);
+        Ok(())
     }
 }

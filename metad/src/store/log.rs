@@ -2,10 +2,10 @@
 //!
 //! Every mutation (append, vote, truncate, purge) becomes a record, sent in the order openraft
 //! issued it to one writer thread; the committed index is not sent (it would wake the thread
-//! once more per write) but added by the writer to its next group. The thread drains whatever is queued, writes
-//! it with ONE `write` and makes it durable with ONE `fdatasync`, then fires the append
-//! callbacks (`LogFlushed`) and wakes the synchronous callers — so an entry is reported flushed
-//! only after it is durable, and a burst of appends costs one fsync. (A redb transaction per
+//! once more per write) but added by the writer to its next group. The thread drains whatever
+//! is queued, writes it with ONE `write` and makes it durable with ONE `fdatasync`, then fires
+//! the append callbacks (`LogFlushed`) and wakes the synchronous callers — so an entry is
+//! reported flushed only after it is durable, and a burst of appends costs one fsync. (A redb transaction per
 //! group cost ~650 µs here against ~150 µs for an append: it writes about seven scattered
 //! pages per commit. See docs/design.md.)
 //!
