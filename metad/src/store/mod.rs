@@ -6,6 +6,7 @@
 
 pub mod install;
 pub mod log;
+pub mod migrate;
 pub mod redb_kv;
 pub mod snapshot;
 pub mod state_machine;
@@ -27,7 +28,9 @@ pub const LOG_FORMAT_VERSION: u32 = 2;
 /// On-disk layout of `sm.redb` (and of snapshots); bump when it changes incompatibly.
 /// 2: session replies in a ring of slots per client, last-seen by the minute (`sm::session`).
 /// 3: tag-index rows hold a long value as a prefix and its hash (`sm::tags`).
-pub const SM_FORMAT_VERSION: u64 = 3;
+/// 4: the tables share one redb table (`store::redb_kv`); format 3 is converted at open
+/// (`store::migrate`). Snapshots did not change (`store::snapshot`).
+pub const SM_FORMAT_VERSION: u64 = 4;
 
 const FORMAT_TABLE: TableDefinition<&str, u64> = TableDefinition::new("format");
 
@@ -111,6 +114,18 @@ pub(crate) fn open_db(
     cache_bytes: usize,
     version: u64,
 ) -> Result<Database, StoreError> {
+    open_db_upgrading(path, cache_bytes, version, |_, _, _| Ok(false))
+}
+
+/// [`open_db`], but a file of another format version is first offered to `upgrade(db, path,
+/// found)`, which converts it and stamps `version` (returning true) or declines (false: the
+/// open fails with [`StoreError::FormatVersion`]).
+pub(crate) fn open_db_upgrading(
+    path: &Path,
+    cache_bytes: usize,
+    version: u64,
+    upgrade: impl FnOnce(&Database, &Path, u64) -> Result<bool, StoreError>,
+) -> Result<Database, StoreError> {
     let shown = path.display().to_string();
     let db = Database::builder()
         .set_cache_size(cache_bytes)
@@ -136,6 +151,7 @@ pub(crate) fn open_db(
     };
     match found {
         Some(v) if v == version => {}
+        Some(v) if upgrade(&db, path, v)? => {}
         Some(v) => {
             return Err(StoreError::FormatVersion {
                 path: path.to_path_buf(),
@@ -145,11 +161,17 @@ pub(crate) fn open_db(
         }
         None => {
             let wtx = db.begin_write()?;
-            wtx.open_table(FORMAT_TABLE)?.insert("version", version)?;
+            stamp(&wtx, version)?;
             wtx.commit()?;
         }
     }
     Ok(db)
+}
+
+/// Records `version` as the file's format version in `wtx`.
+pub(crate) fn stamp(wtx: &redb::WriteTransaction, version: u64) -> Result<(), StoreError> {
+    wtx.open_table(FORMAT_TABLE)?.insert("version", version)?;
+    Ok(())
 }
 
 /// Overwrites the format version (tests of the version check only).
@@ -160,7 +182,7 @@ pub fn stamp_format_version(path: &Path, version: u64) -> Result<(), StoreError>
         source,
     })?;
     let wtx = db.begin_write()?;
-    wtx.open_table(FORMAT_TABLE)?.insert("version", version)?;
+    stamp(&wtx, version)?;
     wtx.commit()?;
     Ok(())
 }

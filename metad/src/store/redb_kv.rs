@@ -1,9 +1,20 @@
-//! Implements the state machine's `KvRead`/`KvWrite` seam over redb transactions: one redb
-//! table `sm_<name>` (bytes -> bytes) per `sm::Table`.
+//! Implements the state machine's `KvRead`/`KvWrite` seam over redb transactions, and owns how
+//! `sm.redb` lays the tables out (format 4):
+//!
+//! - the large tables (`OWN`: inodes, dentries, tags, tag index, instances, silo instances,
+//!   events) each keep a redb table of their own, `sm_<name>`;
+//! - every other `sm::Table` is a key range of ONE redb table, `sm`: a row's key is the table's
+//!   id byte, then its key. Prefix 0 holds the Raft meta (last-applied, membership).
+//!
+//! Why: each redb table a write transaction touches costs a walk of redb's table tree to open
+//! it and a root write-back at commit. A command touches ~9 tables, and those two costs were
+//! a third of a one-command apply's instructions. The small tables every command touches
+//! (meta, sessions, clients, ...) now cost one. The large ones stay apart because in one shared
+//! B-tree their lookups walk more levels: putting everything in `sm` cost 4 % more instructions
+//! per command in batches of 32 (docs/benchmarks.md, round 12). Format 3 had one redb table
+//! per `sm::Table`; `store::migrate` converts it.
 
 use std::cell::RefCell;
-use std::collections::btree_map::Entry;
-use std::collections::BTreeMap;
 
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -11,41 +22,134 @@ use crate::sm::kv::{KvError, KvPairs, KvRead, KvWrite, Table};
 
 pub(crate) type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
-pub(crate) fn def(t: Table) -> Def {
-    TableDefinition::new(t.redb_name())
+/// The redb table holding every state-machine table not in `OWN`.
+pub(crate) const SHARED: Def = TableDefinition::new("sm");
+/// Key prefix, in [`SHARED`], of the Raft meta rows (no `sm::Table` has id 0).
+pub(crate) const RAFT_META_PREFIX: u8 = 0;
+
+/// Where a state-machine table's rows live.
+#[derive(Clone, Copy)]
+pub(crate) enum Home {
+    /// In [`SHARED`], behind the table's id byte.
+    Shared,
+    /// In a redb table of its own (`sm_<name>`).
+    Own(Def),
+}
+
+/// The tables with a redb table of their own (named `sm_<name>`, as in format 3). The events
+/// table is one so that compaction reads its row count from the table header.
+const OWN: &[Table] = &[
+    Table::Inodes,
+    Table::Dentries,
+    Table::Tags,
+    Table::TagIndex,
+    Table::Instances,
+    Table::SiloInstances,
+    Table::Events,
+];
+
+pub(crate) fn home(t: Table) -> Home {
+    if OWN.contains(&t) {
+        Home::Own(TableDefinition::new(t.redb_name()))
+    } else {
+        Home::Shared
+    }
+}
+
+/// Every redb table of the current layout.
+pub(crate) fn redb_tables() -> impl Iterator<Item = Def> {
+    std::iter::once(SHARED).chain(Table::ALL.iter().filter_map(|&t| match home(t) {
+        Home::Own(def) => Some(def),
+        Home::Shared => None,
+    }))
+}
+
+/// Slot of a table's redb table in a view: 0 = [`SHARED`], then one per own table.
+fn slot(t: Table) -> usize {
+    OWN.iter().position(|&o| o == t).map_or(0, |i| i + 1)
+}
+const SLOTS: usize = OWN.len() + 1;
+
+fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(prefix);
+    k.extend_from_slice(key);
+    k
+}
+
+/// Calls `f` with `key` as stored: prefixed with the table's id when the table is shared,
+/// built in `scratch` (a view's reused buffer: no allocation per get or put).
+fn with_stored_key<R>(
+    scratch: &RefCell<Vec<u8>>,
+    t: Table,
+    key: &[u8],
+    f: impl FnOnce(&[u8]) -> R,
+) -> R {
+    match home(t) {
+        Home::Shared => {
+            let mut buf = scratch.borrow_mut();
+            buf.clear();
+            buf.push(t.id());
+            buf.extend_from_slice(key);
+            f(&buf)
+        }
+        Home::Own(_) => f(key),
+    }
+}
+
+fn def_of(t: Table) -> Def {
+    match home(t) {
+        Home::Shared => SHARED,
+        Home::Own(def) => def,
+    }
 }
 
 fn kerr(e: impl std::fmt::Display) -> KvError {
     KvError(e.to_string())
 }
 
+/// Up to `limit` rows of table `t` with `start <= key < end`, keys as the table sees them.
 fn collect<T: ReadableTable<&'static [u8], &'static [u8]>>(
     table: &T,
+    t: Table,
     start: &[u8],
     end: Option<&[u8]>,
     limit: usize,
 ) -> Result<KvPairs, KvError> {
-    let mut out = Vec::new();
-    let iter = match end {
-        Some(e) => table.range::<&[u8]>(start..e).map_err(kerr)?,
-        None => table.range::<&[u8]>(start..).map_err(kerr)?,
+    let (start, end, strip) = match home(t) {
+        Home::Shared => {
+            let end = match end {
+                Some(e) => prefixed(t.id(), e),
+                // Ids stop well below 0xFF (`table_ids_leave_room_for_the_layout`).
+                None => vec![t.id() + 1],
+            };
+            (prefixed(t.id(), start), Some(end), 1)
+        }
+        Home::Own(_) => (start.to_vec(), end.map(<[u8]>::to_vec), 0),
     };
+    let iter = match &end {
+        Some(e) => table.range::<&[u8]>(start.as_slice()..e.as_slice()),
+        None => table.range::<&[u8]>(start.as_slice()..),
+    }
+    .map_err(kerr)?;
+    let mut out = Vec::new();
     for item in iter.take(limit) {
         let (k, v) = item.map_err(kerr)?;
-        out.push((k.value().to_vec(), v.value().to_vec()));
+        out.push((k.value()[strip..].to_vec(), v.value().to_vec()));
     }
     Ok(out)
 }
 
 pub(crate) type BytesTable<'a> = redb::Table<'a, &'static [u8], &'static [u8]>;
 
-/// The state machine's view of one redb write transaction. Each table is opened once and
-/// kept open for the life of the view: opening a table in a write transaction costs a lookup
-/// in the table tree and a write-back on drop, which dominated apply time when done per key.
-/// Drop the view before committing the transaction.
+/// The state machine's view of one redb write transaction. Each redb table is opened once and
+/// kept open for the life of the view: opening one costs a lookup in the table tree and a
+/// write-back on drop. Drop the view before committing the transaction, and do not open a
+/// second view of the same transaction while one lives (redb allows one handle per table).
 pub struct RedbWrite<'a> {
     txn: &'a WriteTransaction,
-    tables: RefCell<BTreeMap<Table, BytesTable<'a>>>,
+    tables: RefCell<[Option<BytesTable<'a>>; SLOTS]>,
+    scratch: RefCell<Vec<u8>>,
 }
 
 impl<'a> RedbWrite<'a> {
@@ -53,7 +157,22 @@ impl<'a> RedbWrite<'a> {
         RedbWrite {
             txn,
             tables: RefCell::default(),
+            scratch: RefCell::default(),
         }
+    }
+
+    fn with_slot<R>(
+        &self,
+        slot: usize,
+        def: Def,
+        f: impl FnOnce(&mut BytesTable<'a>) -> Result<R, KvError>,
+    ) -> Result<R, KvError> {
+        let mut tables = self.tables.borrow_mut();
+        let table = match &mut tables[slot] {
+            Some(table) => table,
+            empty => empty.insert(self.txn.open_table(def).map_err(kerr)?),
+        };
+        f(table)
     }
 
     fn with_table<R>(
@@ -61,20 +180,39 @@ impl<'a> RedbWrite<'a> {
         t: Table,
         f: impl FnOnce(&mut BytesTable<'a>) -> Result<R, KvError>,
     ) -> Result<R, KvError> {
-        let mut tables = self.tables.borrow_mut();
-        let table = match tables.entry(t) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(self.txn.open_table(def(t)).map_err(kerr)?),
-        };
-        f(table)
+        self.with_slot(slot(t), def_of(t), f)
+    }
+
+    /// Sets a Raft meta row (last-applied, membership).
+    pub(crate) fn put_raft_meta(&self, name: &str, value: &[u8]) -> Result<(), KvError> {
+        self.with_slot(0, SHARED, |table| {
+            table
+                .insert(
+                    prefixed(RAFT_META_PREFIX, name.as_bytes()).as_slice(),
+                    value,
+                )
+                .map_err(kerr)?;
+            Ok(())
+        })
+    }
+
+    pub(crate) fn remove_raft_meta(&self, name: &str) -> Result<(), KvError> {
+        self.with_slot(0, SHARED, |table| {
+            table
+                .remove(prefixed(RAFT_META_PREFIX, name.as_bytes()).as_slice())
+                .map_err(kerr)?;
+            Ok(())
+        })
     }
 }
 
 impl KvRead for RedbWrite<'_> {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
         self.with_table(t, |table| {
-            let v = table.get(key).map_err(kerr)?;
-            Ok(v.map(|v| v.value().to_vec()))
+            with_stored_key(&self.scratch, t, key, |k| {
+                let v = table.get(k).map_err(kerr)?;
+                Ok(v.map(|v| v.value().to_vec()))
+            })
         })
     }
 
@@ -85,35 +223,40 @@ impl KvRead for RedbWrite<'_> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<KvPairs, KvError> {
-        self.with_table(t, |table| collect(table, start, end, limit))
+        self.with_table(t, |table| collect(table, t, start, end, limit))
     }
 }
 
 impl KvWrite for RedbWrite<'_> {
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), KvError> {
         self.with_table(t, |table| {
-            table.insert(key, value).map_err(kerr)?;
-            Ok(())
+            with_stored_key(&self.scratch, t, key, |k| {
+                table.insert(k, value).map_err(kerr)?;
+                Ok(())
+            })
         })
     }
 
     fn delete(&mut self, t: Table, key: &[u8]) -> Result<(), KvError> {
         self.with_table(t, |table| {
-            table.remove(key).map_err(kerr)?;
-            Ok(())
+            with_stored_key(&self.scratch, t, key, |k| {
+                table.remove(k).map_err(kerr)?;
+                Ok(())
+            })
         })
     }
 }
 
 type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
-/// A consistent read view (one redb read transaction). Like [`RedbWrite`], each table is
+/// A consistent read view (one redb read transaction). Like [`RedbWrite`], each redb table is
 /// opened once per view and kept: a path lookup makes several gets, and opening the table
 /// (a walk of the table tree) for each one took ~10 % of a node's CPU under a read load.
 pub struct RedbRead {
     txn: ReadTransaction,
-    /// Opened tables by `Table`; `Some(None)` = the table does not exist in this view.
-    tables: RefCell<BTreeMap<Table, Option<ReadTable>>>,
+    /// Opened redb tables by slot; `Some(None)` = the table does not exist in this view.
+    tables: RefCell<[Option<Option<ReadTable>>; SLOTS]>,
+    scratch: RefCell<Vec<u8>>,
 }
 
 impl RedbRead {
@@ -121,25 +264,55 @@ impl RedbRead {
         RedbRead {
             txn,
             tables: RefCell::default(),
+            scratch: RefCell::default(),
         }
     }
 
-    /// Rows in table `t` (redb keeps the count in the table header: no scan).
+    /// Rows in table `t`: read from the table header for a table of its own, counted for a
+    /// shared one.
     pub fn row_count(&self, t: Table) -> Result<u64, KvError> {
         use redb::ReadableTableMetadata;
-        self.with_table(t, 0, |table| table.len().map_err(kerr))
+        match home(t) {
+            Home::Own(def) => self.with_slot(slot(t), def, 0, |table| table.len().map_err(kerr)),
+            Home::Shared => self.with_table(t, 0, |table| {
+                let (start, end) = ([t.id()], [t.id() + 1]);
+                let mut n = 0;
+                for item in table.range::<&[u8]>(&start[..]..&end[..]).map_err(kerr)? {
+                    item.map_err(kerr)?;
+                    n += 1;
+                }
+                Ok(n)
+            }),
+        }
     }
 
-    fn with_table<R>(
+    /// A Raft meta row (last-applied, membership).
+    pub(crate) fn raft_meta(&self, name: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.with_slot(0, SHARED, None, |table| {
+            let key = prefixed(RAFT_META_PREFIX, name.as_bytes());
+            Ok(table
+                .get(key.as_slice())
+                .map_err(kerr)?
+                .map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// The read transaction under the view (snapshot dumps walk its tables).
+    pub(crate) fn txn(&self) -> &ReadTransaction {
+        &self.txn
+    }
+
+    fn with_slot<R>(
         &self,
-        t: Table,
+        slot: usize,
+        def: Def,
         absent: R,
         f: impl FnOnce(&ReadTable) -> Result<R, KvError>,
     ) -> Result<R, KvError> {
         let mut tables = self.tables.borrow_mut();
-        let table = match tables.entry(t) {
-            Entry::Occupied(o) => o.into_mut(),
-            Entry::Vacant(v) => v.insert(match self.txn.open_table(def(t)) {
+        let table = match &mut tables[slot] {
+            Some(table) => table,
+            empty => empty.insert(match self.txn.open_table(def) {
                 Ok(table) => Some(table),
                 Err(redb::TableError::TableDoesNotExist(_)) => None,
                 Err(e) => return Err(kerr(e)),
@@ -150,12 +323,24 @@ impl RedbRead {
             None => Ok(absent),
         }
     }
+
+    fn with_table<R>(
+        &self,
+        t: Table,
+        absent: R,
+        f: impl FnOnce(&ReadTable) -> Result<R, KvError>,
+    ) -> Result<R, KvError> {
+        self.with_slot(slot(t), def_of(t), absent, f)
+    }
 }
 
 impl KvRead for RedbRead {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
         self.with_table(t, None, |table| {
-            Ok(table.get(key).map_err(kerr)?.map(|v| v.value().to_vec()))
+            with_stored_key(&self.scratch, t, key, |k| {
+                let v = table.get(k).map_err(kerr)?;
+                Ok(v.map(|v| v.value().to_vec()))
+            })
         })
     }
 
@@ -166,6 +351,65 @@ impl KvRead for RedbRead {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<KvPairs, KvError> {
-        self.with_table(t, vec![], |table| collect(table, start, end, limit))
+        self.with_table(t, vec![], |table| collect(table, t, start, end, limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableDatabase;
+
+    #[test]
+    fn table_ids_leave_room_for_the_layout() {
+        for &t in Table::ALL {
+            assert_ne!(
+                t.id(),
+                RAFT_META_PREFIX,
+                "{t:?} collides with the Raft meta rows"
+            );
+            assert!(
+                t.id() < 0xFF,
+                "{t:?}: a shared table's range ends at id + 1"
+            );
+            assert_eq!(slot(t) == 0, matches!(home(t), Home::Shared), "{t:?}");
+        }
+    }
+
+    /// Ranges stay inside their table: the shared table's neighbours (ids 7 and 9 around
+    /// `Tags`) and the Raft meta rows never leak into a range, a get or a count.
+    #[test]
+    fn shared_tables_do_not_see_each_others_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = redb::Database::create(dir.path().join("t.redb")).expect("create");
+        let w = db.begin_write().expect("begin");
+        {
+            let mut kv = RedbWrite::new(&w);
+            kv.put(Table::Dentries, b"\xff\xff", b"d").expect("put");
+            kv.put(Table::Tags, b"", b"first").expect("put");
+            kv.put(Table::Tags, b"k", b"v").expect("put");
+            kv.put(Table::TagIndex, b"", b"i").expect("put");
+            kv.put(Table::Events, b"e", b"ev").expect("put");
+            kv.put_raft_meta("last_applied", b"x").expect("meta");
+            assert_eq!(kv.get(Table::Tags, b"k").expect("get"), Some(b"v".to_vec()));
+            assert_eq!(kv.get(Table::Inodes, b"k").expect("get"), None);
+        }
+        w.commit().expect("commit");
+        let r = RedbRead::new(db.begin_read().expect("read"));
+        let all = r.range(Table::Tags, &[], None, 100).expect("range");
+        assert_eq!(
+            all,
+            vec![(vec![], b"first".to_vec()), (b"k".to_vec(), b"v".to_vec())]
+        );
+        let bounded = r.range(Table::Tags, b"a", Some(b"z"), 100).expect("range");
+        assert_eq!(bounded, vec![(b"k".to_vec(), b"v".to_vec())]);
+        assert_eq!(r.row_count(Table::Tags).expect("count"), 2);
+        assert_eq!(r.row_count(Table::Events).expect("count"), 1);
+        assert_eq!(r.row_count(Table::Meta).expect("count"), 0);
+        assert_eq!(
+            r.raft_meta("last_applied").expect("meta"),
+            Some(b"x".to_vec())
+        );
+        assert_eq!(r.raft_meta("membership").expect("meta"), None);
     }
 }

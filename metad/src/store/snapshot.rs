@@ -5,42 +5,72 @@
 //! terminated by table_id 0xFF and a u64 record count.
 //! ```
 //! Table ids come from `sm::Table::id` (stable). Last-applied and membership are not inside:
-//! they travel in openraft's `SnapshotMeta` and are written by the installer.
+//! they travel in openraft's `SnapshotMeta` and are written by the installer. The records do
+//! not depend on how `sm.redb` lays the tables out (`store::redb_kv`).
 
 use std::io::{Read, Write};
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use super::redb_kv::{def, BytesTable};
+use super::redb_kv::{home, redb_tables, Home, RedbWrite, SHARED};
 use super::StoreError;
-use crate::sm::Table;
+use crate::sm::{KvWrite, Table};
 
 const MAGIC: &[u8; 8] = b"METADSNP";
-/// Follows `SM_FORMAT_VERSION`: a snapshot holds the state machine's rows as stored.
-const SNAPSHOT_FORMAT: u32 = super::SM_FORMAT_VERSION as u32;
+/// A snapshot is a list of (table id, key, value) records, whatever the layout of `sm.redb`:
+/// format 4 of `sm.redb` (one shared redb table) still writes and reads snapshot format 3, so
+/// peers on either side of that change send each other snapshots. Bump when the rows change.
+const SNAPSHOT_FORMAT: u32 = 3;
 const END: u8 = 0xFF;
 
-/// Writes every table visible in `rtx` to `out`. Returns the record count.
+/// Writes the rows of one table as records of table `id`, each key without its first `strip`
+/// bytes (the shared table's id prefix). Returns the row count.
+fn dump_rows(
+    out: &mut impl Write,
+    id: u8,
+    rows: redb::Range<'_, &'static [u8], &'static [u8]>,
+    strip: usize,
+) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for row in rows {
+        let (k, v) = row?;
+        let (k, v) = (&k.value()[strip..], v.value());
+        out.write_all(&[id])?;
+        out.write_all(&(k.len() as u32).to_be_bytes())?;
+        out.write_all(k)?;
+        out.write_all(&(v.len() as u32).to_be_bytes())?;
+        out.write_all(v)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Writes every table visible in `rtx` to `out`, table by table in id order (the Raft meta
+/// rows are not state-machine rows and stay out). Returns the record count.
 pub fn dump(rtx: &ReadTransaction, out: &mut impl Write) -> Result<u64, StoreError> {
     out.write_all(MAGIC)?;
     out.write_all(&SNAPSHOT_FORMAT.to_be_bytes())?;
     let mut n = 0u64;
+    let shared = match rtx.open_table(SHARED) {
+        Ok(table) => Some(table),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     for &t in Table::ALL {
-        let table = match rtx.open_table(def(t)) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => continue,
-            Err(e) => return Err(e.into()),
+        n += match home(t) {
+            Home::Shared => match &shared {
+                Some(table) => {
+                    let rows = table.range::<&[u8]>(&[t.id()][..]..&[t.id() + 1][..])?;
+                    dump_rows(out, t.id(), rows, 1)?
+                }
+                None => 0,
+            },
+            Home::Own(def) => match rtx.open_table(def) {
+                Ok(table) => dump_rows(out, t.id(), table.iter()?, 0)?,
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(e.into()),
+            },
         };
-        for item in table.iter()? {
-            let (k, v) = item?;
-            let (k, v) = (k.value(), v.value());
-            out.write_all(&[t.id()])?;
-            out.write_all(&(k.len() as u32).to_be_bytes())?;
-            out.write_all(k)?;
-            out.write_all(&(v.len() as u32).to_be_bytes())?;
-            out.write_all(v)?;
-            n += 1;
-        }
     }
     out.write_all(&[END])?;
     out.write_all(&n.to_be_bytes())?;
@@ -53,8 +83,9 @@ fn read_u32(r: &mut impl Read) -> Result<u32, StoreError> {
     Ok(u32::from_be_bytes(b))
 }
 
-/// Replaces every state-machine table in `wtx` with the snapshot's content. The caller commits;
-/// until then the old state is untouched on disk, so a crash mid-install keeps it usable.
+/// Replaces every state-machine table in `wtx` with the snapshot's content, and drops the Raft
+/// meta rows (the installer writes the snapshot's). The caller commits; until then the old
+/// state is untouched on disk, so a crash mid-install keeps it usable.
 pub fn load(input: &mut impl Read, wtx: &WriteTransaction) -> Result<u64, StoreError> {
     let mut magic = [0u8; 8];
     input.read_exact(&mut magic)?;
@@ -67,17 +98,16 @@ pub fn load(input: &mut impl Read, wtx: &WriteTransaction) -> Result<u64, StoreE
             "snapshot format {format}, this metad reads {SNAPSHOT_FORMAT}"
         )));
     }
-    for &t in Table::ALL {
-        wtx.delete_table(def(t))?;
-        wtx.open_table(def(t))?;
+    for def in redb_tables() {
+        wtx.delete_table(def)?;
+        wtx.open_table(def)?;
     }
     let mut n = 0u64;
     let mut key = Vec::new();
     let mut val = Vec::new();
-    // `dump` writes each table's rows together, so the open table is kept until the id
-    // changes: opening a table per row (a table-tree lookup and a root write-back on drop) was
-    // most of an install's time.
-    let mut open: Option<(u8, BytesTable<'_>)> = None;
+    // One view for the whole load: it keeps each redb table open (opening one per row, a
+    // table-tree lookup and a root write-back on drop, was most of an install's time).
+    let mut kv = RedbWrite::new(wtx);
     loop {
         let mut id = [0u8; 1];
         input.read_exact(&mut id)?;
@@ -98,16 +128,7 @@ pub fn load(input: &mut impl Read, wtx: &WriteTransaction) -> Result<u64, StoreE
         input.read_exact(&mut key)?;
         val.resize(read_u32(input)? as usize, 0);
         input.read_exact(&mut val)?;
-        let table = match &mut open {
-            Some((open_id, table)) if *open_id == id[0] => table,
-            slot => {
-                // Close the previous table before opening the next (redb allows one open
-                // handle per table, and the drop writes its root back).
-                *slot = None;
-                &mut slot.insert((id[0], wtx.open_table(def(t))?)).1
-            }
-        };
-        table.insert(key.as_slice(), val.as_slice())?;
+        kv.put(t, &key, &val)?;
         n += 1;
     }
 }

@@ -24,18 +24,17 @@ use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase};
 use tokio::sync::watch;
 
 use super::install::{Loaded, Loader, SnapFile};
-use super::redb_kv::{RedbRead, RedbWrite};
-use super::{open_db, snapshot, to_storage_error, StoreError};
+use super::redb_kv::{redb_tables, RedbRead, RedbWrite};
+use super::{migrate, open_db_upgrading, snapshot, to_storage_error, StoreError};
 use crate::sm::{self, KvError};
 use crate::types::{
     codec, ApplyReply, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
-const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_raft");
 const K_APPLIED: &str = "last_applied";
 const K_MEMBERSHIP: &str = "membership";
 /// File-name prefix of a state-machine file being loaded from a received snapshot.
@@ -155,12 +154,16 @@ impl SmStore {
         cache_mib: u64,
     ) -> Result<SmStore, StoreError> {
         let cache_bytes = usize::try_from(cache_mib << 20).unwrap_or(usize::MAX);
-        let db = open_db(path, cache_bytes, super::SM_FORMAT_VERSION)?;
+        let db = open_db_upgrading(
+            path,
+            cache_bytes,
+            super::SM_FORMAT_VERSION,
+            migrate::upgrade,
+        )?;
         {
             let w = begin_durable(&db)?;
-            w.open_table(RAFT_META)?;
-            for &t in sm::Table::ALL {
-                w.open_table(super::redb_kv::def(t))?;
+            for def in redb_tables() {
+                w.open_table(def)?;
             }
             w.commit()?;
         }
@@ -301,7 +304,7 @@ impl SmStore {
         let mut replies = Vec::with_capacity(entries.len());
         let mut last = None;
         let mut membership = None;
-        {
+        let revision = {
             let mut kv = RedbWrite::new(&w);
             for e in entries {
                 last = Some(e.log_id);
@@ -316,20 +319,14 @@ impl SmStore {
                     }
                 }
             }
-        }
-        let revision = {
-            let kv = RedbWrite::new(&w);
-            sm::revision(&kv)?
-        };
-        {
-            let mut t = w.open_table(RAFT_META)?;
             if let Some(l) = last {
-                t.insert(K_APPLIED, codec::encode(&l)?.as_slice())?;
+                kv.put_raft_meta(K_APPLIED, &codec::encode(&l)?)?;
             }
             if let Some(m) = &membership {
-                t.insert(K_MEMBERSHIP, codec::encode(m)?.as_slice())?;
+                kv.put_raft_meta(K_MEMBERSHIP, &codec::encode(m)?)?;
             }
-        }
+            sm::revision(&kv)?
+        };
         w.commit()?;
         if durable {
             self.inner.durable_commits.fetch_add(1, Ordering::Relaxed);
@@ -350,12 +347,12 @@ impl SmStore {
     }
 
     fn build_blocking(&self) -> Result<(SnapshotMeta, PathBuf), StoreError> {
-        let rtx = self.db().begin_read()?;
+        let view = RedbRead::new(self.db().begin_read()?);
         // Everything this read transaction sees becomes durable before the snapshot exists:
         // openraft may purge the log behind it.
         self.flush()?;
         // Meta and data from the same read transaction: the snapshot is consistent.
-        let (last_applied, membership) = raft_meta_in(&rtx)?;
+        let (last_applied, membership) = raft_meta_in(&view)?;
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         let id = format!(
             "{}-{}-{}",
@@ -373,7 +370,7 @@ impl SmStore {
             .snap_dir
             .join(format!("snap-{}.tmp", meta.snapshot_id));
         let mut f = BufWriter::new(std::fs::File::create(&tmp)?);
-        snapshot::dump(&rtx, &mut f)?;
+        snapshot::dump(view.txn(), &mut f)?;
         let f = f.into_inner().map_err(|e| StoreError::Io(e.into_error()))?;
         f.sync_all()?;
         drop_from_page_cache(&f);
@@ -540,37 +537,27 @@ pub(super) fn write_raft_meta(
     w: &redb::WriteTransaction,
     meta: &SnapshotMeta,
 ) -> Result<(), StoreError> {
-    let mut t = w.open_table(RAFT_META)?;
+    let kv = RedbWrite::new(w);
     match &meta.last_log_id {
-        Some(l) => {
-            t.insert(K_APPLIED, codec::encode(l)?.as_slice())?;
-        }
-        None => {
-            t.remove(K_APPLIED)?;
-        }
+        Some(l) => kv.put_raft_meta(K_APPLIED, &codec::encode(l)?)?,
+        None => kv.remove_raft_meta(K_APPLIED)?,
     }
-    t.insert(
-        K_MEMBERSHIP,
-        codec::encode(&meta.last_membership)?.as_slice(),
-    )?;
+    kv.put_raft_meta(K_MEMBERSHIP, &codec::encode(&meta.last_membership)?)?;
     Ok(())
 }
 
 fn read_raft_meta(db: &Database) -> Result<(Option<LogId>, StoredMembership), StoreError> {
-    raft_meta_in(&db.begin_read()?)
+    raft_meta_in(&RedbRead::new(db.begin_read()?))
 }
 
-/// Last-applied log id and membership as seen by one read transaction.
-fn raft_meta_in(
-    r: &redb::ReadTransaction,
-) -> Result<(Option<LogId>, StoredMembership), StoreError> {
-    let t = r.open_table(RAFT_META)?;
-    let a = match t.get(K_APPLIED)? {
-        Some(v) => Some(codec::decode(v.value())?),
+/// Last-applied log id and membership as seen by one read view.
+fn raft_meta_in(r: &RedbRead) -> Result<(Option<LogId>, StoredMembership), StoreError> {
+    let a = match r.raft_meta(K_APPLIED)? {
+        Some(v) => Some(codec::decode(&v)?),
         None => None,
     };
-    let m = match t.get(K_MEMBERSHIP)? {
-        Some(v) => codec::decode(v.value())?,
+    let m = match r.raft_meta(K_MEMBERSHIP)? {
+        Some(v) => codec::decode(&v)?,
         None => StoredMembership::default(),
     };
     Ok((a, m))
