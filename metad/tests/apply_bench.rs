@@ -259,7 +259,12 @@ async fn read_cost_at_scale() {
         .expect("size")
         .len();
     let mut g = Gen::new();
-    let reads = 200_000u64;
+    // `READ_BENCH_READS` per round (default 200 000); fewer for a run under callgrind.
+    let reads = std::env::var("READ_BENCH_READS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &u64| n >= 1)
+        .unwrap_or(200_000);
     let st2 = st.clone();
     let rounds = tokio::task::spawn_blocking(move || {
         let err = |e: sm::ApplyError| KvError(format!("{e:?}"));

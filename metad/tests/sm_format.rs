@@ -121,6 +121,7 @@ async fn a_format_3_state_machine_is_converted_at_open_and_keeps_every_row() {
             "sm_instances",
             "sm_silo_instances",
             "sm_tag_index",
+            "sm_tag_inherit",
             "sm_tags"
         ]
     );

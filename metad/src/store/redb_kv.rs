@@ -2,7 +2,7 @@
 //! `sm.redb` lays the tables out (format 4):
 //!
 //! - the large tables (`OWN`: inodes, dentries, tags, tag index, instances, silo instances,
-//!   events) each keep a redb table of their own, `sm_<name>`;
+//!   events) and the tag-inherit counts each keep a redb table of their own, `sm_<name>`;
 //! - every other `sm::Table` is a key range of ONE redb table, `sm`: a row's key is the table's
 //!   id byte, then its key. Prefix 0 holds the Raft meta (last-applied, membership).
 //!
@@ -37,7 +37,10 @@ pub(crate) enum Home {
 }
 
 /// The tables with a redb table of their own (named `sm_<name>`, as in format 3). The events
-/// table is one so that compaction reads its row count from the table header.
+/// table is one so that compaction reads its row count from the table header. `TagInherit` is
+/// read for every ancestor on every effective-tags read and is usually empty: a lookup in an
+/// empty table of its own returns at once, one in the shared table walks its B-tree (which
+/// holds the sessions), and only inheritable tags write it.
 const OWN: &[Table] = &[
     Table::Inodes,
     Table::Dentries,
@@ -46,6 +49,7 @@ const OWN: &[Table] = &[
     Table::Instances,
     Table::SiloInstances,
     Table::Events,
+    Table::TagInherit,
 ];
 
 pub(crate) fn home(t: Table) -> Home {
