@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-use super::redb_kv::{home, Def, Home, RAFT_META_PREFIX, SHARED};
+use super::redb_kv::{prefix_into, Def, Place, RAFT_META_PREFIX, SHARED};
 use super::state_machine::begin_durable;
 use super::{stamp, StoreError};
 use crate::sm::Table;
@@ -46,9 +46,7 @@ fn from_v3(db: &Database, path: &Path) -> Result<u64, StoreError> {
         let mut shared = w.open_table(SHARED)?;
         let mut key = Vec::new();
         let mut moved = |prefix: u8, k: &[u8], v: &[u8]| -> Result<(), StoreError> {
-            key.clear();
-            key.push(prefix);
-            key.extend_from_slice(k);
+            prefix_into(&mut key, prefix, k);
             shared.insert(key.as_slice(), v)?;
             rows += 1;
             if rows.is_multiple_of(PROGRESS_EVERY) {
@@ -57,7 +55,7 @@ fn from_v3(db: &Database, path: &Path) -> Result<u64, StoreError> {
             Ok(())
         };
         for &t in Table::ALL {
-            if let Home::Own(_) = home(t) {
+            if Place::of(t).prefix.is_none() {
                 continue;
             }
             let def: Def = TableDefinition::new(t.redb_name());

@@ -22,19 +22,10 @@ use crate::sm::kv::{KvError, KvPairs, KvRead, KvWrite, Table};
 
 pub(crate) type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
-/// The redb table holding every state-machine table not in `OWN`.
+/// The redb table holding every state-machine table not in `OWN`, and the Raft meta.
 pub(crate) const SHARED: Def = TableDefinition::new("sm");
 /// Key prefix, in [`SHARED`], of the Raft meta rows (no `sm::Table` has id 0).
 pub(crate) const RAFT_META_PREFIX: u8 = 0;
-
-/// Where a state-machine table's rows live.
-#[derive(Clone, Copy)]
-pub(crate) enum Home {
-    /// In [`SHARED`], behind the table's id byte.
-    Shared,
-    /// In a redb table of its own (`sm_<name>`).
-    Own(Def),
-}
 
 /// The tables with a redb table of their own (named `sm_<name>`, as in format 3). The events
 /// table is one so that compaction reads its row count from the table header. `TagInherit` is
@@ -51,60 +42,78 @@ const OWN: &[Table] = &[
     Table::Events,
     Table::TagInherit,
 ];
+const SLOTS: usize = OWN.len() + 1;
 
-pub(crate) fn home(t: Table) -> Home {
-    if OWN.contains(&t) {
-        Home::Own(TableDefinition::new(t.redb_name()))
-    } else {
-        Home::Shared
+/// Where a set of rows lives: the redb table (its slot in a view: 0 = [`SHARED`], then one per
+/// `OWN` table) and the key prefix in it (the table id in [`SHARED`], none in a table of its
+/// own). The one place that maps tables to the layout.
+#[derive(Clone, Copy)]
+pub(crate) struct Place {
+    slot: usize,
+    pub(crate) prefix: Option<u8>,
+}
+
+impl Place {
+    /// The Raft meta rows (last-applied, membership).
+    const RAFT_META: Place = Place {
+        slot: 0,
+        prefix: Some(RAFT_META_PREFIX),
+    };
+
+    pub(crate) fn of(t: Table) -> Place {
+        match OWN.iter().position(|&o| o == t) {
+            Some(i) => Place {
+                slot: i + 1,
+                prefix: None,
+            },
+            None => Place {
+                slot: 0,
+                prefix: Some(t.id()),
+            },
+        }
+    }
+
+    pub(crate) fn def(self) -> Def {
+        match self.slot {
+            0 => SHARED,
+            i => TableDefinition::new(OWN[i - 1].redb_name()),
+        }
     }
 }
 
 /// Every redb table of the current layout.
 pub(crate) fn redb_tables() -> impl Iterator<Item = Def> {
-    std::iter::once(SHARED).chain(Table::ALL.iter().filter_map(|&t| match home(t) {
-        Home::Own(def) => Some(def),
-        Home::Shared => None,
-    }))
+    std::iter::once(SHARED).chain(OWN.iter().map(|&t| Place::of(t).def()))
 }
 
-/// Slot of a table's redb table in a view: 0 = [`SHARED`], then one per own table.
-fn slot(t: Table) -> usize {
-    OWN.iter().position(|&o| o == t).map_or(0, |i| i + 1)
+/// Writes into `buf` (cleared first) the stored key of `key` under `prefix`.
+pub(crate) fn prefix_into(buf: &mut Vec<u8>, prefix: u8, key: &[u8]) {
+    buf.clear();
+    buf.push(prefix);
+    buf.extend_from_slice(key);
 }
-const SLOTS: usize = OWN.len() + 1;
 
 fn prefixed(prefix: u8, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + key.len());
-    k.push(prefix);
-    k.extend_from_slice(key);
+    prefix_into(&mut k, prefix, key);
     k
 }
 
-/// Calls `f` with `key` as stored: prefixed with the table's id when the table is shared,
-/// built in `scratch` (a view's reused buffer: no allocation per get or put).
-fn with_stored_key<R>(
+/// Calls `f` with `key` as stored at `place`, built in `scratch` when it needs a prefix (a
+/// view's reused buffer: no allocation per get or put).
+fn with_key<R>(
     scratch: &RefCell<Vec<u8>>,
-    t: Table,
+    place: Place,
     key: &[u8],
     f: impl FnOnce(&[u8]) -> R,
 ) -> R {
-    match home(t) {
-        Home::Shared => {
+    match place.prefix {
+        Some(p) => {
             let mut buf = scratch.borrow_mut();
-            buf.clear();
-            buf.push(t.id());
-            buf.extend_from_slice(key);
+            prefix_into(&mut buf, p, key);
             f(&buf)
         }
-        Home::Own(_) => f(key),
-    }
-}
-
-fn def_of(t: Table) -> Def {
-    match home(t) {
-        Home::Shared => SHARED,
-        Home::Own(def) => def,
+        None => f(key),
     }
 }
 
@@ -112,24 +121,24 @@ fn kerr(e: impl std::fmt::Display) -> KvError {
     KvError(e.to_string())
 }
 
-/// Up to `limit` rows of table `t` with `start <= key < end`, keys as the table sees them.
+/// Up to `limit` rows at `place` with `start <= key < end`, keys as the table sees them.
 fn collect<T: ReadableTable<&'static [u8], &'static [u8]>>(
     table: &T,
-    t: Table,
+    place: Place,
     start: &[u8],
     end: Option<&[u8]>,
     limit: usize,
 ) -> Result<KvPairs, KvError> {
-    let (start, end, strip) = match home(t) {
-        Home::Shared => {
+    let (start, end, strip) = match place.prefix {
+        Some(p) => {
             let end = match end {
-                Some(e) => prefixed(t.id(), e),
+                Some(e) => prefixed(p, e),
                 // Ids stop well below 0xFF (`table_ids_leave_room_for_the_layout`).
-                None => vec![t.id() + 1],
+                None => vec![p + 1],
             };
-            (prefixed(t.id(), start), Some(end), 1)
+            (prefixed(p, start), Some(end), 1)
         }
-        Home::Own(_) => (start.to_vec(), end.map(<[u8]>::to_vec), 0),
+        None => (start.to_vec(), end.map(<[u8]>::to_vec), 0),
     };
     let iter = match &end {
         Some(e) => table.range::<&[u8]>(start.as_slice()..e.as_slice()),
@@ -165,46 +174,32 @@ impl<'a> RedbWrite<'a> {
         }
     }
 
-    fn with_slot<R>(
+    /// Runs `f` on the redb table of `place` (opened on first use) and `key` as stored there.
+    fn at<R>(
         &self,
-        slot: usize,
-        def: Def,
-        f: impl FnOnce(&mut BytesTable<'a>) -> Result<R, KvError>,
+        place: Place,
+        key: &[u8],
+        f: impl FnOnce(&mut BytesTable<'a>, &[u8]) -> Result<R, KvError>,
     ) -> Result<R, KvError> {
         let mut tables = self.tables.borrow_mut();
-        let table = match &mut tables[slot] {
+        let table = match &mut tables[place.slot] {
             Some(table) => table,
-            empty => empty.insert(self.txn.open_table(def).map_err(kerr)?),
+            empty => empty.insert(self.txn.open_table(place.def()).map_err(kerr)?),
         };
-        f(table)
-    }
-
-    fn with_table<R>(
-        &self,
-        t: Table,
-        f: impl FnOnce(&mut BytesTable<'a>) -> Result<R, KvError>,
-    ) -> Result<R, KvError> {
-        self.with_slot(slot(t), def_of(t), f)
+        with_key(&self.scratch, place, key, |k| f(table, k))
     }
 
     /// Sets a Raft meta row (last-applied, membership).
     pub(crate) fn put_raft_meta(&self, name: &str, value: &[u8]) -> Result<(), KvError> {
-        self.with_slot(0, SHARED, |table| {
-            table
-                .insert(
-                    prefixed(RAFT_META_PREFIX, name.as_bytes()).as_slice(),
-                    value,
-                )
-                .map_err(kerr)?;
+        self.at(Place::RAFT_META, name.as_bytes(), |table, k| {
+            table.insert(k, value).map_err(kerr)?;
             Ok(())
         })
     }
 
     pub(crate) fn remove_raft_meta(&self, name: &str) -> Result<(), KvError> {
-        self.with_slot(0, SHARED, |table| {
-            table
-                .remove(prefixed(RAFT_META_PREFIX, name.as_bytes()).as_slice())
-                .map_err(kerr)?;
+        self.at(Place::RAFT_META, name.as_bytes(), |table, k| {
+            table.remove(k).map_err(kerr)?;
             Ok(())
         })
     }
@@ -212,11 +207,9 @@ impl<'a> RedbWrite<'a> {
 
 impl KvRead for RedbWrite<'_> {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        self.with_table(t, |table| {
-            with_stored_key(&self.scratch, t, key, |k| {
-                let v = table.get(k).map_err(kerr)?;
-                Ok(v.map(|v| v.value().to_vec()))
-            })
+        self.at(Place::of(t), key, |table, k| {
+            let v = table.get(k).map_err(kerr)?;
+            Ok(v.map(|v| v.value().to_vec()))
         })
     }
 
@@ -227,26 +220,25 @@ impl KvRead for RedbWrite<'_> {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<KvPairs, KvError> {
-        self.with_table(t, |table| collect(table, t, start, end, limit))
+        let place = Place::of(t);
+        self.at(place, &[], |table, _| {
+            collect(table, place, start, end, limit)
+        })
     }
 }
 
 impl KvWrite for RedbWrite<'_> {
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), KvError> {
-        self.with_table(t, |table| {
-            with_stored_key(&self.scratch, t, key, |k| {
-                table.insert(k, value).map_err(kerr)?;
-                Ok(())
-            })
+        self.at(Place::of(t), key, |table, k| {
+            table.insert(k, value).map_err(kerr)?;
+            Ok(())
         })
     }
 
     fn delete(&mut self, t: Table, key: &[u8]) -> Result<(), KvError> {
-        self.with_table(t, |table| {
-            with_stored_key(&self.scratch, t, key, |k| {
-                table.remove(k).map_err(kerr)?;
-                Ok(())
-            })
+        self.at(Place::of(t), key, |table, k| {
+            table.remove(k).map_err(kerr)?;
+            Ok(())
         })
     }
 }
@@ -276,28 +268,24 @@ impl RedbRead {
     /// shared one.
     pub fn row_count(&self, t: Table) -> Result<u64, KvError> {
         use redb::ReadableTableMetadata;
-        match home(t) {
-            Home::Own(def) => self.with_slot(slot(t), def, 0, |table| table.len().map_err(kerr)),
-            Home::Shared => self.with_table(t, 0, |table| {
-                let (start, end) = ([t.id()], [t.id() + 1]);
+        let place = Place::of(t);
+        self.at(place, &[], 0, |table, _| match place.prefix {
+            None => table.len().map_err(kerr),
+            Some(p) => {
                 let mut n = 0;
-                for item in table.range::<&[u8]>(&start[..]..&end[..]).map_err(kerr)? {
+                for item in table.range::<&[u8]>(&[p][..]..&[p + 1][..]).map_err(kerr)? {
                     item.map_err(kerr)?;
                     n += 1;
                 }
                 Ok(n)
-            }),
-        }
+            }
+        })
     }
 
     /// A Raft meta row (last-applied, membership).
     pub(crate) fn raft_meta(&self, name: &str) -> Result<Option<Vec<u8>>, KvError> {
-        self.with_slot(0, SHARED, None, |table| {
-            let key = prefixed(RAFT_META_PREFIX, name.as_bytes());
-            Ok(table
-                .get(key.as_slice())
-                .map_err(kerr)?
-                .map(|v| v.value().to_vec()))
+        self.at(Place::RAFT_META, name.as_bytes(), None, |table, k| {
+            Ok(table.get(k).map_err(kerr)?.map(|v| v.value().to_vec()))
         })
     }
 
@@ -306,45 +294,35 @@ impl RedbRead {
         &self.txn
     }
 
-    fn with_slot<R>(
+    /// Runs `f` on the redb table of `place` (opened on first use) and `key` as stored there;
+    /// `absent` if the table does not exist in this view.
+    fn at<R>(
         &self,
-        slot: usize,
-        def: Def,
+        place: Place,
+        key: &[u8],
         absent: R,
-        f: impl FnOnce(&ReadTable) -> Result<R, KvError>,
+        f: impl FnOnce(&ReadTable, &[u8]) -> Result<R, KvError>,
     ) -> Result<R, KvError> {
         let mut tables = self.tables.borrow_mut();
-        let table = match &mut tables[slot] {
+        let table = match &mut tables[place.slot] {
             Some(table) => table,
-            empty => empty.insert(match self.txn.open_table(def) {
+            empty => empty.insert(match self.txn.open_table(place.def()) {
                 Ok(table) => Some(table),
                 Err(redb::TableError::TableDoesNotExist(_)) => None,
                 Err(e) => return Err(kerr(e)),
             }),
         };
         match table {
-            Some(table) => f(table),
+            Some(table) => with_key(&self.scratch, place, key, |k| f(table, k)),
             None => Ok(absent),
         }
-    }
-
-    fn with_table<R>(
-        &self,
-        t: Table,
-        absent: R,
-        f: impl FnOnce(&ReadTable) -> Result<R, KvError>,
-    ) -> Result<R, KvError> {
-        self.with_slot(slot(t), def_of(t), absent, f)
     }
 }
 
 impl KvRead for RedbRead {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        self.with_table(t, None, |table| {
-            with_stored_key(&self.scratch, t, key, |k| {
-                let v = table.get(k).map_err(kerr)?;
-                Ok(v.map(|v| v.value().to_vec()))
-            })
+        self.at(Place::of(t), key, None, |table, k| {
+            Ok(table.get(k).map_err(kerr)?.map(|v| v.value().to_vec()))
         })
     }
 
@@ -355,7 +333,10 @@ impl KvRead for RedbRead {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<KvPairs, KvError> {
-        self.with_table(t, vec![], |table| collect(table, t, start, end, limit))
+        let place = Place::of(t);
+        self.at(place, &[], vec![], |table, _| {
+            collect(table, place, start, end, limit)
+        })
     }
 }
 
@@ -376,7 +357,8 @@ mod tests {
                 t.id() < 0xFF,
                 "{t:?}: a shared table's range ends at id + 1"
             );
-            assert_eq!(slot(t) == 0, matches!(home(t), Home::Shared), "{t:?}");
+            let place = Place::of(t);
+            assert_eq!(place.slot == 0, place.prefix.is_some(), "{t:?}");
         }
     }
 

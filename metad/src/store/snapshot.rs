@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
-use super::redb_kv::{home, redb_tables, Home, RedbWrite, SHARED};
+use super::redb_kv::{redb_tables, Place, RedbWrite, SHARED};
 use super::StoreError;
 use crate::sm::{KvWrite, Table};
 
@@ -57,15 +57,14 @@ pub fn dump(rtx: &ReadTransaction, out: &mut impl Write) -> Result<u64, StoreErr
         Err(e) => return Err(e.into()),
     };
     for &t in Table::ALL {
-        n += match home(t) {
-            Home::Shared => match &shared {
-                Some(table) => {
-                    let rows = table.range::<&[u8]>(&[t.id()][..]..&[t.id() + 1][..])?;
-                    dump_rows(out, t.id(), rows, 1)?
-                }
-                None => 0,
-            },
-            Home::Own(def) => match rtx.open_table(def) {
+        let place = Place::of(t);
+        n += match (place.prefix, &shared) {
+            (Some(p), Some(table)) => {
+                let rows = table.range::<&[u8]>(&[p][..]..&[p + 1][..])?;
+                dump_rows(out, t.id(), rows, 1)?
+            }
+            (Some(_), None) => 0,
+            (None, _) => match rtx.open_table(place.def()) {
                 Ok(table) => dump_rows(out, t.id(), table.iter()?, 0)?,
                 Err(redb::TableError::TableDoesNotExist(_)) => 0,
                 Err(e) => return Err(e.into()),
