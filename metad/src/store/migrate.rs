@@ -32,13 +32,13 @@ pub(super) fn upgrade(db: &Database, path: &Path, found: u64) -> Result<bool, St
 }
 
 /// Format 3 had one redb table per `sm::Table` (`sm_<name>`) and `sm_raft`; format 4 keeps
-/// them as key ranges of the shared table, except the tables with a home of their own, whose
-/// redb table (same name) is left as it is. Returns the rows moved.
+/// them as key ranges of the shared table, except the tables that keep a redb table of their
+/// own (same name), which are left as they are. Returns the rows moved.
 fn from_v3(db: &Database, path: &Path) -> Result<u64, StoreError> {
     let started = Instant::now();
     tracing::info!(
         file = %path.display(),
-        "converting the state machine from format 3 to 4 (one pass over every row)"
+        "converting the state machine from format 3 to 4 (moving the small tables' rows)"
     );
     let w = begin_durable(db)?;
     let mut rows = 0u64;

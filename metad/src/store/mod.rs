@@ -25,11 +25,12 @@ pub use state_machine::{AppliedState, SmStore, DURABLE_EVERY};
 /// On-disk layout of the Raft log (`raft-log/` segments); bump when it changes incompatibly.
 /// 1 was `raft-log.redb`; 2 is the segment log of `store::wal`.
 pub const LOG_FORMAT_VERSION: u32 = 2;
-/// On-disk layout of `sm.redb` (and of snapshots); bump when it changes incompatibly.
+/// On-disk layout of `sm.redb`; bump when it changes incompatibly. Snapshots followed it up to
+/// 3 and have their own number since (`store::snapshot`).
 /// 2: session replies in a ring of slots per client, last-seen by the minute (`sm::session`).
 /// 3: tag-index rows hold a long value as a prefix and its hash (`sm::tags`).
-/// 4: the tables share one redb table (`store::redb_kv`); format 3 is converted at open
-/// (`store::migrate`). Snapshots did not change (`store::snapshot`).
+/// 4: the small tables share one redb table (`store::redb_kv`); format 3 is converted at open
+/// (`store::migrate`). Snapshots did not change.
 pub const SM_FORMAT_VERSION: u64 = 4;
 
 const FORMAT_TABLE: TableDefinition<&str, u64> = TableDefinition::new("format");
