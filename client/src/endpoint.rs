@@ -174,11 +174,11 @@ fn make_channel(addr: &str, settings: ChannelSettings) -> Result<Channel, Client
     let ep = Endpoint::from_shared(addr.to_string())
         .map_err(|e| ClientError::InvalidConfig(format!("endpoint {addr:?}: {e}")))?
         .connect_timeout(settings.connect_timeout)
-        .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true);
-    Ok(ep.connect_lazy())
+    // The connector sets TCP_NODELAY itself and coalesces writes (see `connect`).
+    Ok(ep.connect_with_connector_lazy(crate::connect::Connector))
 }
 
 #[cfg(test)]

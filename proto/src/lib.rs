@@ -1,7 +1,8 @@
 //! metad wire types. Owns the `.proto` files under `metad/`, the generated code, and the stable
-//! error codes shared by server and client. Depends on nothing internal; the client crate
-//! depends only on this.
+//! error codes shared by server and client, and the one piece of byte-stream plumbing both
+//! use (`coalesce`). Depends on nothing internal; the client crate depends only on this.
 
+pub mod coalesce;
 pub mod error;
 
 pub use error::{ErrorCode, ErrorDetails};

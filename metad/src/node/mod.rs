@@ -2,7 +2,6 @@
 //! peer and metrics servers, bootstraps a new cluster once, and shuts down gracefully.
 //! `run`-style entry point takes already-bound listeners so tests can bind 127.0.0.1:0.
 
-mod coalesce;
 pub mod maintenance;
 mod read;
 pub mod snapshots;
@@ -231,11 +230,11 @@ impl MetaNode {
 
         let client_router = crate::api::router(core.clone());
         let rx = stop_rx.clone();
-        // Replies to concurrent client requests share writes (see `coalesce`); peer traffic is
-        // a few long-lived streams and keeps the plain socket.
+        // Replies to concurrent client requests share writes (see `metad_proto::coalesce`); peer
+        // traffic is a few long-lived streams and keeps the plain socket.
         let client_incoming =
             tokio_stream::StreamExt::map(nodelay_incoming(listeners.client), |conn| {
-                conn.map(coalesce::Coalesced::new)
+                conn.map(metad_proto::coalesce::Coalesced::new)
             });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = client_router

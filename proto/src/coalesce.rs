@@ -1,15 +1,19 @@
-//! Write coalescing for accepted client connections: the replies of many concurrent requests
-//! leave in one `sendmsg` instead of one each.
+//! Write coalescing for HTTP/2 connections that carry many concurrent requests: the frames of
+//! many requests (client side) or replies (server side) leave in one `sendmsg` instead of one
+//! each.
 //!
 //! h2 flushes its connection every time the connection task runs with frames to send, and a
-//! reply finishing on another task wakes it each time. Under 128 clients on 8 connections that
-//! was one `sendmsg` per reply: 24 % of the leader's CPU for linearizable gets on loopback,
-//! where the sender also pays for the receiver's TCP processing. [`Coalesced`] takes h2's bytes
-//! into its own buffer and puts the first flush request off by one turn of the scheduler (the
-//! task wakes itself, which tokio treats as a yield): replies that other tasks finish meanwhile
-//! join the same write. With nothing else runnable the task is polled again at once.
+//! request or reply finishing on another task wakes it each time. Under 128 clients on 8
+//! connections that was one `sendmsg` per message: 24 % of the leader's CPU for linearizable
+//! gets on loopback, where the sender also pays for the receiver's TCP processing. [`Coalesced`]
+//! takes h2's bytes into its own buffer and puts the first flush request off by one turn of the
+//! scheduler (the task wakes itself, which tokio treats as a yield): messages that other tasks
+//! finish meanwhile join the same write. With nothing else runnable the task is polled again at
+//! once.
 //!
-//! Owns only the byte stream; knows nothing of HTTP/2 or gRPC. Reads pass straight through.
+//! The server wraps every accepted client connection; the client library wraps every
+//! connection it opens. Owns only the byte stream; knows nothing of HTTP/2 or gRPC. Reads pass
+//! straight through.
 
 use std::io;
 use std::pin::Pin;
