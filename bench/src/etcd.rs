@@ -30,8 +30,9 @@ async fn channel(addr: &str) -> anyhow::Result<Channel> {
     Ok(Endpoint::from_shared(uri)?
         .timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect()
+        // The metad client's transport (TCP_NODELAY, coalesced writes), so that the two
+        // clients cost the same per request and the comparison is of the servers.
+        .connect_with_connector(metad_client::connect::Connector)
         .await?)
 }
 

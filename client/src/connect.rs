@@ -4,7 +4,8 @@
 //! channels the client's `writev` calls were a quarter of its CPU.
 //!
 //! Knows nothing of gRPC: tonic's `Endpoint` puts the connect timeout and the HTTP/2 settings
-//! on top of what this returns.
+//! on top of what this returns. Public for programs that build their own tonic channels
+//! (`metad-bench` gives its etcd client the same transport as the metad client).
 
 use std::future::Future;
 use std::io;
@@ -19,9 +20,10 @@ use tonic::transport::Uri;
 
 type Conn = TokioIo<Coalesced<TcpStream>>;
 
-/// The connector given to `Endpoint::connect_with_connector_lazy`.
+/// A connector for `Endpoint::connect_with_connector[_lazy]`: TCP, `TCP_NODELAY`, coalesced
+/// writes.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Connector;
+pub struct Connector;
 
 impl Service<Uri> for Connector {
     type Response = Conn;

@@ -35,7 +35,7 @@ pub mod backoff;
 pub mod cli;
 mod client;
 pub mod config;
-mod connect;
+pub mod connect;
 pub mod endpoint;
 pub mod error;
 mod lease;
