@@ -623,16 +623,22 @@ fn inline_ok(entries: &[Entry]) -> bool {
 
 fn size_bounded(c: &metad_proto::raft::v1::Command) -> bool {
     use metad_proto::raft::v1::command::Op;
+    let leaf = |op: &Option<Op>| {
+        matches!(
+            op,
+            Some(
+                Op::Namespace(_)
+                    | Op::Tags(_)
+                    | Op::Txn(_)
+                    | Op::RegisterPut(_)
+                    | Op::RegisterIncr(_)
+            )
+        )
+    };
     match &c.op {
-        Some(
-            Op::Namespace(_) | Op::Tags(_) | Op::Txn(_) | Op::RegisterPut(_) | Op::RegisterIncr(_),
-        ) => true,
-        // Batches are never nested.
-        Some(Op::Batch(b)) => b
-            .commands
-            .iter()
-            .all(|c| !matches!(c.op, Some(Op::Batch(_))) && size_bounded(c)),
-        _ => false,
+        // Batches are never nested: a batch inside one is not a leaf, so it is refused.
+        Some(Op::Batch(b)) => b.commands.iter().all(|c| leaf(&c.op)),
+        op => leaf(op),
     }
 }
 
@@ -745,15 +751,19 @@ mod tests {
     use super::*;
     use metad_proto::raft::v1::{command::Op, Command, CommandBatch, Maintenance, RegisterPut};
 
+    fn cmd(op: Op) -> Command {
+        Command {
+            client_id: "c".into(),
+            seq: 1,
+            leader_time_ms: 1,
+            op: Some(op),
+        }
+    }
+
     fn entry(op: Op) -> Entry {
         Entry {
             log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
-            payload: EntryPayload::Normal(crate::types::LogCommand(Command {
-                client_id: "c".into(),
-                seq: 1,
-                leader_time_ms: 1,
-                op: Some(op),
-            })),
+            payload: EntryPayload::Normal(crate::types::LogCommand(cmd(op))),
         }
     }
 
@@ -783,12 +793,6 @@ mod tests {
             }))]),
             "maintenance can touch many rows"
         );
-        let cmd = |op| Command {
-            client_id: "c".into(),
-            seq: 1,
-            leader_time_ms: 1,
-            op: Some(op),
-        };
         let small_batch = Op::Batch(CommandBatch {
             commands: vec![cmd(put(100)), cmd(put(100))],
         });
@@ -797,6 +801,12 @@ mod tests {
             commands: vec![cmd(put(100)), cmd(Op::Maintenance(Maintenance::default()))],
         });
         assert!(!inline_ok(&[entry(mixed_batch)]));
+        let nested = Op::Batch(CommandBatch {
+            commands: vec![cmd(Op::Batch(CommandBatch {
+                commands: vec![cmd(put(10))],
+            }))],
+        });
+        assert!(!inline_ok(&[entry(nested)]), "batches are never nested");
         let membership = Entry {
             log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 2),
             payload: EntryPayload::Membership(openraft::Membership::new(
