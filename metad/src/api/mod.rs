@@ -100,7 +100,7 @@ pub(crate) async fn query<T>(
     let mut out = None;
     let revision = core.sm.read(|kv| {
         out = Some(f(kv));
-        crate::sm::revision(kv)
+        kv.revision()
     })?;
     match out {
         Some(Ok(v)) => Ok((v, revision)),

@@ -96,7 +96,7 @@ impl Register for RegisterApi {
             let (cell, revision) = self
                 .core
                 .sm
-                .read(|kv| Ok((sm::apply::register_get(kv, &r.key)?, sm::revision(kv)?)))?;
+                .read(|kv| Ok((sm::apply::register_get(kv, &r.key)?, kv.revision()?)))?;
             Ok(Response::new(GetResponse {
                 header: self.header(revision),
                 mod_revision: cell.as_ref().map(|c| c.mod_revision).unwrap_or(0),

@@ -97,7 +97,7 @@ impl Watch for WatchApi {
         // Where the stream starts: events with revision > after.
         let (current, oldest) = core
             .sm
-            .read(|kv| Ok((crate::sm::revision(kv)?, compacted_below(kv)?)))
+            .read(|kv| Ok((kv.revision()?, compacted_below(kv)?)))
             .map_err(|e| super::to_status(&NodeError::from(e)))?;
         let after = req.after_revision.unwrap_or(current);
         if oldest > 0 && after + 1 < oldest {
@@ -201,7 +201,7 @@ async fn pump_inner(
     let mut sent_upto = after;
     loop {
         let read = core.sm.read(|kv| {
-            let cur = crate::sm::revision(kv)?;
+            let cur = kv.revision()?;
             let oldest = compacted_below(kv)?;
             let evs = if next <= cur {
                 events_from(kv, next, READ_BATCH)?

@@ -28,7 +28,7 @@ use redb::{Database, Durability, ReadableDatabase};
 use tokio::sync::watch;
 
 use super::install::{Loaded, Loader, SnapFile};
-use super::redb_kv::{redb_tables, RedbRead, RedbWrite};
+use super::redb_kv::{redb_tables, RedbRead, RedbWrite, View};
 use super::{migrate, open_db_upgrading, snapshot, to_storage_error, StoreError};
 use crate::sm::{self, KvError};
 use crate::types::{
@@ -61,6 +61,9 @@ struct Inner {
     db_generation: Arc<AtomicU64>,
     snap_dir: PathBuf,
     applied: watch::Sender<AppliedState>,
+    /// The read view concurrent reads share; dropped at each apply or install, before the new
+    /// applied state is published (see [`SmStore::read`]).
+    view: Mutex<Option<Arc<View>>>,
     seq: AtomicU64,
     current: Mutex<Option<(SnapshotMeta, PathBuf)>>,
     snapshot_bytes: AtomicU64,
@@ -201,6 +204,7 @@ impl SmStore {
                 db_generation,
                 snap_dir: snap_dir.to_path_buf(),
                 applied: tx,
+                view: Mutex::new(None),
                 seq: AtomicU64::new(0),
                 current: Mutex::new(current),
                 snapshot_bytes: AtomicU64::new(size),
@@ -274,12 +278,39 @@ impl SmStore {
     }
 
     /// Runs a query against one consistent read view of the applied state.
+    ///
+    /// Reads share one view until the next apply drops it: a reader that has seen applied
+    /// state X (a read barrier, `min_revision`) finds either no view, and begins one that sees
+    /// X, or a view begun after X's commit, because `publish` drops the view after each commit
+    /// and before it publishes, and a view is begun under the same lock.
     pub fn read<T>(
         &self,
         f: impl FnOnce(&RedbRead) -> Result<T, KvError>,
     ) -> Result<T, StoreError> {
-        let view = RedbRead::new(self.db().begin_read()?);
-        Ok(f(&view)?)
+        let view = {
+            let mut current = self.inner.view.lock().unwrap_or_else(|e| e.into_inner());
+            match &*current {
+                Some(v) => v.clone(),
+                None => current
+                    .insert(Arc::new(View::new(self.db().begin_read()?)))
+                    .clone(),
+            }
+        };
+        Ok(f(&RedbRead::shared(view))?)
+    }
+
+    /// Publishes a new applied state after its commit, dropping the shared read view first so
+    /// that no read which has seen the new state gets an older view.
+    fn publish(&self, state: AppliedState) {
+        let old = self
+            .inner
+            .view
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // The last reader of the old view ends its read transaction; not under the lock.
+        drop(old);
+        self.inner.applied.send_replace(state);
     }
 
     /// Whether the next commit must be durable (see `DURABLE_EVERY`).
@@ -345,7 +376,7 @@ impl SmStore {
             self.inner.dirty.store(true, Ordering::SeqCst);
         }
         if let Some(l) = last {
-            self.inner.applied.send_replace(AppliedState {
+            self.publish(AppliedState {
                 log_index: l.index,
                 revision,
             });
@@ -457,7 +488,7 @@ impl SmStore {
         if let Ok(mut t) = self.inner.last_durable.lock() {
             *t = Instant::now();
         }
-        self.inner.applied.send_replace(AppliedState {
+        self.publish(AppliedState {
             log_index: l.log_index,
             revision: l.revision,
         });
@@ -491,7 +522,7 @@ impl SmStore {
             write_raft_meta(&w, &meta)?;
             let revision = sm::revision(&RedbWrite::new(&w))?;
             w.commit()?;
-            self.inner.applied.send_replace(AppliedState {
+            self.publish(AppliedState {
                 log_index: meta.last_log_id.map(|l| l.index).unwrap_or(0),
                 revision,
             });
@@ -815,5 +846,96 @@ mod tests {
             )),
         };
         assert!(!inline_ok(&[membership]));
+    }
+
+    fn write_at(index: u64, value: u8) -> Entry {
+        Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(crate::types::LogCommand(Command {
+                seq: index,
+                ..cmd(Op::RegisterPut(RegisterPut {
+                    key: "k".into(),
+                    value: vec![value],
+                }))
+            })),
+        }
+    }
+
+    fn open_store() -> (tempfile::TempDir, SmStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SmStore::open(&dir.path().join("sm.redb"), dir.path()).expect("open");
+        (dir, store)
+    }
+
+    fn shared_view(store: &SmStore) -> Option<Arc<View>> {
+        store.inner.view.lock().expect("lock").clone()
+    }
+
+    fn read_k(store: &SmStore) -> (Option<Vec<u8>>, u64) {
+        store
+            .read(|kv| {
+                let v = sm::apply::register_get(kv, "k")?.map(|r| r.value);
+                Ok((v, kv.revision()?))
+            })
+            .expect("read")
+    }
+
+    /// Reads share one view while nothing is applied; an apply drops it, so the next read
+    /// sees the write.
+    #[test]
+    fn reads_share_a_view_until_an_apply_drops_it() {
+        let (_dir, store) = open_store();
+        assert_eq!(read_k(&store), (None, 0));
+        let first = shared_view(&store).expect("a read leaves its view for the next");
+        read_k(&store);
+        let second = shared_view(&store).expect("view");
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the second read reused the view"
+        );
+        drop((first, second));
+
+        store
+            .apply_blocking(vec![write_at(1, 7)], false)
+            .expect("apply");
+        assert!(shared_view(&store).is_none(), "the apply dropped the view");
+        let (value, revision) = read_k(&store);
+        assert_eq!(value, Some(vec![7]));
+        assert_eq!(revision, store.subscribe().borrow().revision);
+        assert!(revision > 0);
+    }
+
+    /// A reader that has seen an applied state never reads an older one, while applies and
+    /// reads race on other threads (what a read barrier relies on).
+    #[test]
+    fn a_read_after_an_applied_state_sees_at_least_that_state() {
+        let (_dir, store) = open_store();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut checked = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            let seen = store.subscribe().borrow().revision;
+                            let (_, read) = read_k(&store);
+                            assert!(read >= seen, "read revision {read} < applied {seen}");
+                            checked += 1;
+                        }
+                        checked
+                    })
+                })
+                .collect();
+            for i in 1..=300 {
+                store
+                    .apply_blocking(vec![write_at(i, i as u8)], false)
+                    .expect("apply");
+            }
+            stop.store(true, Ordering::Relaxed);
+            for r in readers {
+                assert!(r.join().expect("reader") > 0);
+            }
+        });
+        assert_eq!(read_k(&store).0, Some(vec![300u64 as u8]));
     }
 }
