@@ -4,7 +4,9 @@
 //! result must agree (success, or the same refusal code), the trees must be identical after
 //! every step, and the state machine's tree invariants must hold after every step: every inode
 //! but the root has exactly one entry and its parent/name match it, no cycles, no orphans,
-//! child_count exact, revisions gap-free.
+//! child_count exact, revisions gap-free. A second property applies the same sequences in one
+//! redb write transaction through `RedbWrite` (the store's write view, with its directory-entry
+//! cache) and requires every reply and every row to match `MemKv`'s.
 
 #![allow(clippy::unwrap_used)]
 
@@ -490,6 +492,32 @@ proptest! {
             }
             prop_assert_eq!(reply.revision, after);
             prop_assert_eq!(sm_listing(&kv), model.listing(), "trees differ after step {} {:?}", i, s);
+        }
+    }
+
+    /// The store's write view answers exactly as `MemKv` when a whole sequence runs in one
+    /// transaction, as a batch does: its directory-entry cache must follow every rename,
+    /// unlink and rmdir in between.
+    #[test]
+    fn redb_write_view_matches_memkv_in_one_transaction(ops in prop::collection::vec(step_strategy(), 1..60)) {
+        use metad::store::redb_kv::RedbWrite;
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("sm.redb")).unwrap();
+        let w = db.begin_write().unwrap();
+        let mut redb_kv = RedbWrite::new(&w);
+        let mut mem = MemKv::default();
+        ensure_root(&mut mem).unwrap();
+        ensure_root(&mut redb_kv).unwrap();
+        for (i, s) in ops.iter().enumerate() {
+            let cmd = command(i as u64 + 1, s);
+            let want = apply_command(&mut mem, &cmd).unwrap();
+            let got = apply_command(&mut redb_kv, &cmd).unwrap();
+            prop_assert_eq!(&got, &want, "step {} {:?}", i, s);
+        }
+        for t in [Table::Dentries, Table::Inodes, Table::Events] {
+            let m = mem.range(t, &[], None, usize::MAX).unwrap();
+            let r = redb_kv.range(t, &[], None, usize::MAX).unwrap();
+            prop_assert_eq!(r, m, "{:?} rows differ", t);
         }
     }
 }

@@ -15,6 +15,7 @@
 //! per `sm::Table`; `store::migrate` converts it.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
@@ -164,7 +165,15 @@ pub struct RedbWrite<'a> {
     txn: &'a WriteTransaction,
     tables: RefCell<[Option<BytesTable<'a>>; SLOTS]>,
     scratch: RefCell<Vec<u8>>,
+    /// Directory entries read in this transaction (`None`: looked up, absent), kept in step
+    /// with every put and delete of `Dentries` through this view. Every command of a batch
+    /// resolves its path from the root, so under one directory tree each one repeated the
+    /// same B-tree lookups for every ancestor.
+    dentries: RefCell<HashMap<Vec<u8>, Option<Vec<u8>>>>,
 }
+
+/// Most directory entries one write view remembers (a batch is at most 256 commands).
+const DENTRY_CACHE_MAX: usize = 4096;
 
 impl<'a> RedbWrite<'a> {
     pub fn new(txn: &'a WriteTransaction) -> Self {
@@ -172,6 +181,14 @@ impl<'a> RedbWrite<'a> {
             txn,
             tables: RefCell::default(),
             scratch: RefCell::default(),
+            dentries: RefCell::default(),
+        }
+    }
+
+    /// Keeps the directory-entry cache in step with a write of `key` in `t`.
+    fn forget(&self, t: Table, key: &[u8]) {
+        if t == Table::Dentries {
+            self.dentries.borrow_mut().remove(key);
         }
     }
 
@@ -208,10 +225,22 @@ impl<'a> RedbWrite<'a> {
 
 impl KvRead for RedbWrite<'_> {
     fn get(&self, t: Table, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        self.at(Place::of(t), key, |table, k| {
+        if t == Table::Dentries {
+            if let Some(v) = self.dentries.borrow().get(key) {
+                return Ok(v.clone());
+            }
+        }
+        let v = self.at(Place::of(t), key, |table, k| {
             let v = table.get(k).map_err(kerr)?;
             Ok(v.map(|v| v.value().to_vec()))
-        })
+        })?;
+        if t == Table::Dentries {
+            let mut cache = self.dentries.borrow_mut();
+            if cache.len() < DENTRY_CACHE_MAX {
+                cache.insert(key.to_vec(), v.clone());
+            }
+        }
+        Ok(v)
     }
 
     fn range(
@@ -230,6 +259,7 @@ impl KvRead for RedbWrite<'_> {
 
 impl KvWrite for RedbWrite<'_> {
     fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        self.forget(t, key);
         self.at(Place::of(t), key, |table, k| {
             table.insert(k, value).map_err(kerr)?;
             Ok(())
@@ -237,6 +267,7 @@ impl KvWrite for RedbWrite<'_> {
     }
 
     fn delete(&mut self, t: Table, key: &[u8]) -> Result<(), KvError> {
+        self.forget(t, key);
         self.at(Place::of(t), key, |table, k| {
             table.remove(k).map_err(kerr)?;
             Ok(())
@@ -438,5 +469,27 @@ mod tests {
             Some(b"x".to_vec())
         );
         assert_eq!(r.raft_meta("membership").expect("meta"), None);
+    }
+
+    /// The write view's directory-entry cache never answers with a stale entry: a cached
+    /// miss, a cached hit, each followed by a put or a delete of that entry.
+    #[test]
+    fn write_view_dentry_cache_follows_puts_and_deletes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = redb::Database::create(dir.path().join("t.redb")).expect("create");
+        let w = db.begin_write().expect("begin");
+        {
+            let mut kv = RedbWrite::new(&w);
+            let get = |kv: &RedbWrite| kv.get(Table::Dentries, b"d").expect("get");
+            assert_eq!(get(&kv), None);
+            kv.put(Table::Dentries, b"d", b"1").expect("put");
+            assert_eq!(get(&kv), Some(b"1".to_vec()), "a cached miss, then a put");
+            assert_eq!(get(&kv), Some(b"1".to_vec()));
+            kv.put(Table::Dentries, b"d", b"2").expect("put");
+            assert_eq!(get(&kv), Some(b"2".to_vec()), "a cached hit, then a put");
+            kv.delete(Table::Dentries, b"d").expect("delete");
+            assert_eq!(get(&kv), None, "a cached hit, then a delete");
+        }
+        w.commit().expect("commit");
     }
 }
