@@ -434,12 +434,17 @@ mod tests {
         }
     }
 
+    fn temp_db() -> (tempfile::TempDir, redb::Database) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = redb::Database::create(dir.path().join("t.redb")).expect("create");
+        (dir, db)
+    }
+
     /// Ranges stay inside their table: the shared table's neighbours (ids 7 and 9 around
     /// `Tags`) and the Raft meta rows never leak into a range, a get or a count.
     #[test]
     fn shared_tables_do_not_see_each_others_rows() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = redb::Database::create(dir.path().join("t.redb")).expect("create");
+        let (_dir, db) = temp_db();
         let w = db.begin_write().expect("begin");
         {
             let mut kv = RedbWrite::new(&w);
@@ -475,8 +480,7 @@ mod tests {
     /// miss, a cached hit, each followed by a put or a delete of that entry.
     #[test]
     fn write_view_dentry_cache_follows_puts_and_deletes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = redb::Database::create(dir.path().join("t.redb")).expect("create");
+        let (_dir, db) = temp_db();
         let w = db.begin_write().expect("begin");
         {
             let mut kv = RedbWrite::new(&w);
