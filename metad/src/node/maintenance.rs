@@ -26,7 +26,7 @@ fn compaction_target(
     max_revisions: u64,
     max_events: u64,
 ) -> Result<u64, crate::sm::KvError> {
-    let current = crate::sm::revision(kv)?;
+    let current = kv.revision()?;
     let oldest = oldest_event_revision(kv)?;
     if oldest == 0 {
         return Ok(0);
