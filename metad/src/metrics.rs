@@ -1,10 +1,14 @@
 //! Prometheus metrics of one node, in a registry of its own (several nodes can share a process
 //! in tests), served as text on the metrics port. Names are `metad_*` with units.
 
+use std::sync::Mutex;
+
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
+
+use crate::store::ApplyStats;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -29,6 +33,13 @@ pub struct Metrics {
     pub peer_rpcs: IntCounterVec,
     pub watch_streams: IntGauge,
     pub watch_cutoffs: IntCounter,
+    /// The state machine's apply cost (`sync_apply` copies `store::ApplyStats` in at scrape).
+    sm_apply_batches: IntCounter,
+    sm_applied_commands: IntCounter,
+    sm_apply_cpu_seconds: Counter,
+    sm_apply_seconds: Counter,
+    /// Serializes `sync_apply`: two scrapes at once would both add the same increase.
+    apply_sync: Mutex<ApplyStats>,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -85,6 +96,33 @@ impl Metrics {
             "Watch streams cut off because the receiver stopped reading",
         )?;
         registry.register(Box::new(watch_cutoffs.clone()))?;
+        let c = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let m = IntCounter::new(name, help)?;
+            registry.register(Box::new(m.clone()))?;
+            Ok(m)
+        };
+        let f = |name: &str, help: &str| -> Result<Counter, prometheus::Error> {
+            let m = Counter::new(name, help)?;
+            registry.register(Box::new(m.clone()))?;
+            Ok(m)
+        };
+        let sm_apply_batches = c(
+            "metad_sm_apply_batches_total",
+            "Apply calls of the state machine (each applies one or more log entries in one transaction)",
+        )?;
+        let sm_applied_commands = c(
+            "metad_sm_applied_commands_total",
+            "Commands applied to the state machine (each command of a leader batch counts)",
+        )?;
+        let sm_apply_cpu_seconds = f(
+            "metad_sm_apply_cpu_seconds_total",
+            "CPU time of the applying thread in apply calls, commits included; divided by \
+             applied commands it is the apply cost per write",
+        )?;
+        let sm_apply_seconds = f(
+            "metad_sm_apply_seconds_total",
+            "Wall time spent in apply calls, commits included",
+        )?;
         let snapshot_build_seconds = Gauge::new(
             "metad_snapshot_build_seconds",
             "How long the last snapshot this node built took (trigger to built)",
@@ -134,8 +172,27 @@ impl Metrics {
             grpc_requests,
             grpc_seconds,
             peer_rpcs,
+            sm_apply_batches,
+            sm_applied_commands,
+            sm_apply_cpu_seconds,
+            sm_apply_seconds,
+            apply_sync: Mutex::new(ApplyStats::default()),
             registry,
         })
+    }
+
+    /// Brings the apply counters up to `now` (the store's totals since it was opened).
+    pub fn sync_apply(&self, now: ApplyStats) {
+        let mut last = self.apply_sync.lock().unwrap_or_else(|e| e.into_inner());
+        self.sm_apply_batches
+            .inc_by(now.batches.saturating_sub(last.batches));
+        self.sm_applied_commands
+            .inc_by(now.commands.saturating_sub(last.commands));
+        self.sm_apply_cpu_seconds
+            .inc_by(now.cpu_ns.saturating_sub(last.cpu_ns) as f64 / 1e9);
+        self.sm_apply_seconds
+            .inc_by(now.wall_ns.saturating_sub(last.wall_ns) as f64 / 1e9);
+        *last = now;
     }
 
     /// Text exposition format.

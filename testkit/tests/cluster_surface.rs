@@ -93,9 +93,20 @@ async fn prometheus_endpoint_exposes_raft_and_rpc_metrics() -> anyhow::Result<()
         "metad_grpc_requests_total{code=\"OK\",method=\"Register/Put\"",
         "metad_grpc_request_duration_seconds_bucket",
         "metad_read_index_batch_reads",
+        "metad_sm_apply_batches_total",
+        "metad_sm_apply_cpu_seconds_total",
+        "metad_sm_apply_seconds_total",
     ] {
         assert!(body.contains(name), "metric {name} missing from /metrics");
     }
+    // The leader applied at least the register write (its own blank entry carries none).
+    let applied = body
+        .lines()
+        .find(|l| l.starts_with("metad_sm_applied_commands_total{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("metad_sm_applied_commands_total missing"))?;
+    assert!(applied >= 1.0, "applied commands {applied}");
     cluster.shutdown().await;
     Ok(())
 }

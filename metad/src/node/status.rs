@@ -95,6 +95,7 @@ pub(super) async fn serve_metrics(
             get(move || {
                 let c = c.clone();
                 async move {
+                    c.metrics.sync_apply(c.sm.apply_stats());
                     (
                         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                         c.metrics.render(),

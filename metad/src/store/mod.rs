@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::{Database, ReadableDatabase, TableDefinition};
 
 pub use log::{FlushHold, LogStore};
-pub use state_machine::{AppliedState, SmStore, DURABLE_EVERY};
+pub use state_machine::{AppliedState, ApplyStats, SmStore, DURABLE_EVERY};
 
 /// On-disk layout of the Raft log (`raft-log/` segments); bump when it changes incompatibly.
 /// 1 was `raft-log.redb`; 2 is the segment log of `store::wal`.

@@ -43,6 +43,42 @@ const INSTALL_PREFIX: &str = "sm-install-";
 /// Longest stretch of applying without a durable (fsynced) state-machine commit.
 pub const DURABLE_EVERY: Duration = Duration::from_millis(500);
 
+/// What applying has cost since the store was opened: apply calls, the commands they carried
+/// (each command of a leader batch counts), and the applying thread's CPU and wall time in
+/// them, commits included. CPU per command is the figure that bounds write throughput when
+/// the cores are saturated; `/metrics` exports these as counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub batches: u64,
+    pub commands: u64,
+    pub cpu_ns: u64,
+    pub wall_ns: u64,
+}
+
+#[derive(Default)]
+struct ApplyCounters {
+    batches: AtomicU64,
+    commands: AtomicU64,
+    cpu_ns: AtomicU64,
+    wall_ns: AtomicU64,
+}
+
+/// CPU time of the calling thread, in ns (0 if the clock cannot be read).
+fn thread_cpu_ns() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(|t| (t.tv_sec() as u64).saturating_mul(1_000_000_000) + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Commands in one entry's command (a leader batch counts each of its commands).
+fn command_count(c: &metad_proto::raft::v1::Command) -> u64 {
+    match &c.op {
+        Some(metad_proto::raft::v1::command::Op::Batch(b)) => b.commands.len() as u64,
+        _ => 1,
+    }
+}
+
 /// What the state machine has applied; published on every apply batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppliedState {
@@ -78,6 +114,7 @@ struct Inner {
     durable_commits: AtomicU64,
     /// Snapshots installed by swapping in a file loaded while they arrived.
     streamed_installs: AtomicU64,
+    apply: ApplyCounters,
 }
 
 impl Inner {
@@ -213,6 +250,7 @@ impl SmStore {
                 dirty,
                 durable_commits: AtomicU64::new(0),
                 streamed_installs: AtomicU64::new(0),
+                apply: ApplyCounters::default(),
             }),
         })
     }
@@ -245,6 +283,17 @@ impl SmStore {
     /// Durable state-machine commits made since the store was opened.
     pub fn durable_commits(&self) -> u64 {
         self.inner.durable_commits.load(Ordering::Relaxed)
+    }
+
+    /// What applying has cost since the store was opened.
+    pub fn apply_stats(&self) -> ApplyStats {
+        let a = &self.inner.apply;
+        ApplyStats {
+            batches: a.batches.load(Ordering::Relaxed),
+            commands: a.commands.load(Ordering::Relaxed),
+            cpu_ns: a.cpu_ns.load(Ordering::Relaxed),
+            wall_ns: a.wall_ns.load(Ordering::Relaxed),
+        }
     }
 
     /// Snapshots installed from a file loaded while they arrived (the rest were loaded from
@@ -322,7 +371,32 @@ impl SmStore {
             .unwrap_or(true)
     }
 
+    /// Applies `entries` in one transaction and counts what it cost (`ApplyStats`).
     fn apply_blocking(
+        &self,
+        entries: Vec<Entry>,
+        durable: bool,
+    ) -> Result<Vec<ApplyReply>, StoreError> {
+        let (started, cpu0) = (Instant::now(), thread_cpu_ns());
+        let commands: u64 = entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(c) => command_count(&c.0),
+                _ => 0,
+            })
+            .sum();
+        let r = self.apply_in_one_transaction(entries, durable);
+        let a = &self.inner.apply;
+        a.batches.fetch_add(1, Ordering::Relaxed);
+        a.commands.fetch_add(commands, Ordering::Relaxed);
+        a.cpu_ns
+            .fetch_add(thread_cpu_ns().saturating_sub(cpu0), Ordering::Relaxed);
+        a.wall_ns
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    }
+
+    fn apply_in_one_transaction(
         &self,
         entries: Vec<Entry>,
         durable: bool,
@@ -778,164 +852,5 @@ impl RaftStateMachine<TypeConfig> for SmStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use metad_proto::raft::v1::{command::Op, Command, CommandBatch, Maintenance, RegisterPut};
-
-    fn cmd(op: Op) -> Command {
-        Command {
-            client_id: "c".into(),
-            seq: 1,
-            leader_time_ms: 1,
-            op: Some(op),
-        }
-    }
-
-    fn entry(op: Op) -> Entry {
-        Entry {
-            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
-            payload: EntryPayload::Normal(crate::types::LogCommand(cmd(op))),
-        }
-    }
-
-    fn put(bytes: usize) -> Op {
-        Op::RegisterPut(RegisterPut {
-            key: "k".into(),
-            value: vec![0; bytes],
-        })
-    }
-
-    #[test]
-    fn only_few_small_bounded_commands_apply_inline() {
-        assert!(inline_ok(&[entry(put(100))]), "one small write");
-        assert!(inline_ok(&[entry(put(100)), entry(put(100))]));
-        assert!(
-            !inline_ok(&[entry(put(10)), entry(put(10)), entry(put(10))]),
-            "three entries"
-        );
-        assert!(
-            !inline_ok(&[entry(put(INLINE_APPLY_BYTES))]),
-            "over the byte budget"
-        );
-        assert!(
-            !inline_ok(&[entry(Op::Maintenance(Maintenance {
-                expire_agent_leases: true,
-                ..Default::default()
-            }))]),
-            "maintenance can touch many rows"
-        );
-        let small_batch = Op::Batch(CommandBatch {
-            commands: vec![cmd(put(100)), cmd(put(100))],
-        });
-        assert!(inline_ok(&[entry(small_batch)]));
-        let mixed_batch = Op::Batch(CommandBatch {
-            commands: vec![cmd(put(100)), cmd(Op::Maintenance(Maintenance::default()))],
-        });
-        assert!(!inline_ok(&[entry(mixed_batch)]));
-        let nested = Op::Batch(CommandBatch {
-            commands: vec![cmd(Op::Batch(CommandBatch {
-                commands: vec![cmd(put(10))],
-            }))],
-        });
-        assert!(!inline_ok(&[entry(nested)]), "batches are never nested");
-        let membership = Entry {
-            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 2),
-            payload: EntryPayload::Membership(openraft::Membership::new(
-                vec![std::collections::BTreeSet::from([1])],
-                None,
-            )),
-        };
-        assert!(!inline_ok(&[membership]));
-    }
-
-    fn write_at(index: u64, value: u8) -> Entry {
-        Entry {
-            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(crate::types::LogCommand(Command {
-                seq: index,
-                ..cmd(Op::RegisterPut(RegisterPut {
-                    key: "k".into(),
-                    value: vec![value],
-                }))
-            })),
-        }
-    }
-
-    fn open_store() -> (tempfile::TempDir, SmStore) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SmStore::open(&dir.path().join("sm.redb"), dir.path()).expect("open");
-        (dir, store)
-    }
-
-    fn shared_view(store: &SmStore) -> Option<Arc<View>> {
-        store.inner.view.lock().expect("lock").clone()
-    }
-
-    fn read_k(store: &SmStore) -> (Option<Vec<u8>>, u64) {
-        store
-            .read(|kv| {
-                let v = sm::apply::register_get(kv, "k")?.map(|r| r.value);
-                Ok((v, kv.revision()?))
-            })
-            .expect("read")
-    }
-
-    /// Reads share one view while nothing is applied; an apply drops it, so the next read
-    /// sees the write.
-    #[test]
-    fn reads_share_a_view_until_an_apply_drops_it() {
-        let (_dir, store) = open_store();
-        assert_eq!(read_k(&store), (None, 0));
-        let first = shared_view(&store).expect("a read leaves its view for the next");
-        read_k(&store);
-        let second = shared_view(&store).expect("view");
-        assert!(
-            Arc::ptr_eq(&first, &second),
-            "the second read reused the view"
-        );
-        drop((first, second));
-
-        store
-            .apply_blocking(vec![write_at(1, 7)], false)
-            .expect("apply");
-        assert!(shared_view(&store).is_none(), "the apply dropped the view");
-        let (value, revision) = read_k(&store);
-        assert_eq!(value, Some(vec![7]));
-        assert_eq!(revision, store.subscribe().borrow().revision);
-        assert!(revision > 0);
-    }
-
-    /// A reader that has seen an applied state never reads an older one, while applies and
-    /// reads race on other threads (what a read barrier relies on).
-    #[test]
-    fn a_read_after_an_applied_state_sees_at_least_that_state() {
-        let (_dir, store) = open_store();
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let readers: Vec<_> = (0..2)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut checked = 0u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            let seen = store.subscribe().borrow().revision;
-                            let (_, read) = read_k(&store);
-                            assert!(read >= seen, "read revision {read} < applied {seen}");
-                            checked += 1;
-                        }
-                        checked
-                    })
-                })
-                .collect();
-            for i in 1..=300 {
-                store
-                    .apply_blocking(vec![write_at(i, i as u8)], false)
-                    .expect("apply");
-            }
-            stop.store(true, Ordering::Relaxed);
-            for r in readers {
-                assert!(r.join().expect("reader") > 0);
-            }
-        });
-        assert_eq!(read_k(&store).0, Some(vec![300u64 as u8]));
-    }
-}
+#[path = "state_machine_tests.rs"]
+mod tests;
