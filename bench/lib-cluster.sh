@@ -3,9 +3,10 @@
 #
 #   free_ports N                          prints N free loopback ports
 #   start_etcd DATA_DIR LOG_DIR [TOKEN]   3 etcd members; sets ETCD_EPS, appends to PIDS
-#   start_metad METAD_BIN DATA_DIR LOG_DIR
+#   start_metad METAD_BIN DATA_DIR LOG_DIR [metrics]
 #                                         3 metad nodes (sites a, b, c); sets METAD_EPS,
-#                                         METAD_PIDS, appends to PIDS
+#                                         METAD_PIDS, appends to PIDS; with `metrics`, each
+#                                         node serves /metrics on a free port (METAD_METRICS)
 # The caller owns PIDS (kill "${PIDS[@]}"; wait) and the directories.
 
 PIDS=(${PIDS[@]+"${PIDS[@]}"})
@@ -34,13 +35,16 @@ start_etcd() {
 }
 
 start_metad() {
-  local bin=$1 data=$2 logs=$3 p i sites=(site-a site-b site-c)
-  read -r -a p <<<"$(free_ports 6)"
+  local bin=$1 data=$2 logs=$3 metrics=${4:-} p i m sites=(site-a site-b site-c)
+  read -r -a p <<<"$(free_ports 9)"
+  METAD_METRICS=()
   local cl="1=site-a/127.0.0.1:${p[3]}/127.0.0.1:${p[0]},2=site-b/127.0.0.1:${p[4]}/127.0.0.1:${p[1]},3=site-c/127.0.0.1:${p[5]}/127.0.0.1:${p[2]}"
   METAD_PIDS=()
   for i in 0 1 2; do
+    m=
+    if [ "$metrics" = metrics ]; then m="127.0.0.1:${p[i+6]}"; METAD_METRICS+=("$m"); fi
     RUST_LOG=warn,openraft=off "$bin" --node-id $((i+1)) --site "${sites[i]}" --data-dir "$data/metad$((i+1))" \
-      --listen-client "127.0.0.1:${p[i]}" --listen-peer "127.0.0.1:${p[i+3]}" --listen-metrics= \
+      --listen-client "127.0.0.1:${p[i]}" --listen-peer "127.0.0.1:${p[i+3]}" --listen-metrics="$m" \
       --initial-cluster "$cl" >"$logs/metad$((i+1)).log" 2>&1 &
     PIDS+=($!)
     METAD_PIDS+=($!)

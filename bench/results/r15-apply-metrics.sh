@@ -10,18 +10,9 @@ set -uo pipefail
 D=$1; W=$2; C=$3; shift 3
 WORK=$(mktemp -d /tmp/apply-metrics.XXXXXX)
 . "$(dirname "$0")/../lib-cluster.sh"
-read -r -a P <<<"$(free_ports 9)"
-cl="1=site-a/127.0.0.1:${P[3]}/127.0.0.1:${P[0]},2=site-b/127.0.0.1:${P[4]}/127.0.0.1:${P[1]},3=site-c/127.0.0.1:${P[5]}/127.0.0.1:${P[2]}"
-sites=(site-a site-b site-c)
-for i in 0 1 2; do
-  RUST_LOG=warn,openraft=off "$D/metad" --node-id $((i+1)) --site "${sites[i]}" --data-dir "$WORK/metad$((i+1))" \
-    --listen-client "127.0.0.1:${P[i]}" --listen-peer "127.0.0.1:${P[i+3]}" --listen-metrics "127.0.0.1:${P[i+6]}" \
-    --initial-cluster "$cl" >"$WORK/metad$((i+1)).log" 2>&1 &
-  PIDS+=($!)
-done
-EPS="127.0.0.1:${P[0]},127.0.0.1:${P[1]},127.0.0.1:${P[2]}"
-scrape() { for i in 0 1 2; do curl -s "http://127.0.0.1:${P[i+6]}/metrics" | grep '^metad_sm_apply\|^metad_sm_applied' | sed "s/^/node$((i+1)) /"; done; }
-bench() { "$D/metad-bench" --target metad --endpoints "$EPS" --workload "$W" --clients "$C" --keys 10000 "$@" --json; }
+start_metad "$D/metad" "$WORK" "$WORK" metrics
+scrape() { for i in 0 1 2; do curl -s "http://${METAD_METRICS[i]}/metrics" | grep '^metad_sm_apply\|^metad_sm_applied' | sed "s/^/node$((i+1)) /"; done; }
+bench() { "$D/metad-bench" --target metad --endpoints "$METAD_EPS" --workload "$W" --clients "$C" --keys 10000 "$@" --json; }
 bench --duration 3 "$@" >/dev/null 2>&1
 scrape >"$WORK/before"
 bench --duration 10 "$@" 2>/dev/null | tail -1 >"$WORK/result.json"
