@@ -42,6 +42,15 @@ pub struct Metrics {
     apply_sync: Mutex<ApplyStats>,
 }
 
+/// Registers `m` and returns it (a metric is a handle: clones share one value).
+fn reg<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    m: M,
+) -> Result<M, prometheus::Error> {
+    registry.register(Box::new(m.clone()))?;
+    Ok(m)
+}
+
 fn latency_buckets() -> Vec<f64> {
     prometheus::exponential_buckets(0.0001, 2.0, 18).unwrap_or_default()
 }
@@ -56,19 +65,16 @@ impl Metrics {
                     .collect(),
             ),
         )?;
-        let g = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
-            let m = IntGauge::new(name, help)?;
-            registry.register(Box::new(m.clone()))?;
-            Ok(m)
+        let g = |name: &str, help: &str| reg(&registry, IntGauge::new(name, help)?);
+        let c = |name: &str, help: &str| reg(&registry, IntCounter::new(name, help)?);
+        let f = |name: &str, help: &str| reg(&registry, Counter::new(name, help)?);
+        let h = |name: &str, help: &str, b: Vec<f64>| {
+            reg(
+                &registry,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(b))?,
+            )
         };
-        let h = |name: &str, help: &str, b: Vec<f64>| -> Result<Histogram, prometheus::Error> {
-            let m = Histogram::with_opts(HistogramOpts::new(name, help).buckets(b))?;
-            registry.register(Box::new(m.clone()))?;
-            Ok(m)
-        };
-        let raft_leader_changes =
-            IntCounter::new("metad_raft_leader_changes_total", "Leader changes observed")?;
-        registry.register(Box::new(raft_leader_changes.clone()))?;
+        let raft_leader_changes = c("metad_raft_leader_changes_total", "Leader changes observed")?;
         let grpc_requests = IntCounterVec::new(
             Opts::new(
                 "metad_grpc_requests_total",
@@ -76,13 +82,13 @@ impl Metrics {
             ),
             &["method", "code"],
         )?;
-        registry.register(Box::new(grpc_requests.clone()))?;
+        let grpc_requests = reg(&registry, grpc_requests)?;
         let grpc_seconds = HistogramVec::new(
             HistogramOpts::new("metad_grpc_request_duration_seconds", "Client gRPC latency")
                 .buckets(latency_buckets()),
             &["method"],
         )?;
-        registry.register(Box::new(grpc_seconds.clone()))?;
+        let grpc_seconds = reg(&registry, grpc_seconds)?;
         let peer_rpcs = IntCounterVec::new(
             Opts::new(
                 "metad_peer_rpcs_total",
@@ -90,22 +96,11 @@ impl Metrics {
             ),
             &["rpc", "result"],
         )?;
-        registry.register(Box::new(peer_rpcs.clone()))?;
-        let watch_cutoffs = IntCounter::new(
+        let peer_rpcs = reg(&registry, peer_rpcs)?;
+        let watch_cutoffs = c(
             "metad_watch_slow_cutoffs_total",
             "Watch streams cut off because the receiver stopped reading",
         )?;
-        registry.register(Box::new(watch_cutoffs.clone()))?;
-        let c = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
-            let m = IntCounter::new(name, help)?;
-            registry.register(Box::new(m.clone()))?;
-            Ok(m)
-        };
-        let f = |name: &str, help: &str| -> Result<Counter, prometheus::Error> {
-            let m = Counter::new(name, help)?;
-            registry.register(Box::new(m.clone()))?;
-            Ok(m)
-        };
         let sm_apply_batches = c(
             "metad_sm_apply_batches_total",
             "Apply calls of the state machine (each applies one or more log entries in one transaction)",
@@ -123,11 +118,13 @@ impl Metrics {
             "metad_sm_apply_seconds_total",
             "Wall time spent in apply calls, commits included",
         )?;
-        let snapshot_build_seconds = Gauge::new(
-            "metad_snapshot_build_seconds",
-            "How long the last snapshot this node built took (trigger to built)",
+        let snapshot_build_seconds = reg(
+            &registry,
+            Gauge::new(
+                "metad_snapshot_build_seconds",
+                "How long the last snapshot this node built took (trigger to built)",
+            )?,
         )?;
-        registry.register(Box::new(snapshot_build_seconds.clone()))?;
         Ok(Metrics {
             snapshot_build_seconds,
             watch_streams: g("metad_watch_streams", "Open watch streams")?,
