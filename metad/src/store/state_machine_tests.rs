@@ -166,26 +166,17 @@ fn a_read_after_an_applied_state_sees_at_least_that_state() {
 fn apply_stats_count_batches_commands_and_time() {
     let (_dir, store) = open_store();
     assert_eq!(store.apply_stats(), ApplyStats::default());
-    let batch = |index: u64, n: u64| Entry {
-        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(crate::types::LogCommand(Command {
-            client_id: "metad-leader-1".into(),
-            seq: index,
-            leader_time_ms: 1,
-            op: Some(Op::Batch(CommandBatch {
-                commands: (1..=n)
-                    .map(|seq| Command {
-                        client_id: "c".into(),
-                        seq: index * 100 + seq,
-                        leader_time_ms: 1,
-                        op: Some(put(10)),
-                    })
-                    .collect(),
-            })),
-        })),
-    };
+    // A leader batch of three writes as entry 1 (seqs apart from `write_at`'s).
+    let batch = Op::Batch(CommandBatch {
+        commands: (101..=103)
+            .map(|seq| Command {
+                seq,
+                ..cmd(put(10))
+            })
+            .collect(),
+    });
     store
-        .apply_blocking(vec![batch(1, 3)], false)
+        .apply_blocking(vec![entry(batch)], false)
         .expect("apply");
     let blank = Entry {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 3),
