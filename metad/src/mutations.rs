@@ -5,6 +5,12 @@
 //! - `stale-reads`: linearizable reads are served from the local state machine without a
 //!   read index, as if they were linearizable.
 //! - `skip-token-check`: move commits skip the fencing-token comparison.
+//!
+//! And two that exist to measure, not to be caught (`store::apply_floor`): they acknowledge
+//! tag writes without applying them, to price a write outside the state machine.
+//!
+//! - `null-apply`: tag commands are answered as applied, and nothing is written.
+//! - `one-row-apply`: the same, after writing one 256-byte row per command.
 
 /// Whether mutation `name` is on in this process.
 #[cfg(feature = "mutations")]

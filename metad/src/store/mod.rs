@@ -4,6 +4,7 @@
 //! at open.
 //! Must not import `api` or `network`.
 
+mod apply_floor;
 pub mod install;
 pub mod log;
 pub mod migrate;

@@ -27,6 +27,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::{Database, Durability, ReadableDatabase};
 use tokio::sync::watch;
 
+use super::apply_floor;
 use super::install::{Loaded, Loader, SnapFile};
 use super::redb_kv::{redb_tables, RedbRead, RedbWrite, View};
 use super::{migrate, open_db_upgrading, snapshot, to_storage_error, StoreError};
@@ -394,6 +395,22 @@ impl SmStore {
         a.wall_ns
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
         r
+    }
+
+    /// A measurement-only stand-in for `apply_blocking` (`store::apply_floor`).
+    fn apply_floor(
+        &self,
+        floor: apply_floor::Floor,
+        entries: &[Entry],
+    ) -> Result<Vec<ApplyReply>, StoreError> {
+        let (replies, revision) = apply_floor::apply(&self.db(), floor, entries)?;
+        if let Some(e) = entries.last() {
+            self.publish(AppliedState {
+                log_index: e.log_id.index,
+                revision,
+            });
+        }
+        Ok(replies)
     }
 
     fn apply_in_one_transaction(
@@ -784,6 +801,9 @@ impl RaftStateMachine<TypeConfig> for SmStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(floor) = apply_floor::mode().filter(|_| apply_floor::only_tag_ops(&entries)) {
+            return self.apply_floor(floor, &entries).map_err(to_storage_error);
+        }
         let durable = self.durable_due();
         if !durable && inline_ok(&entries) {
             // A few small entries without an fsync apply on this task: tens of µs of CPU, less

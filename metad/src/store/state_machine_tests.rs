@@ -1,7 +1,10 @@
 //! Unit tests of `SmStore` (apply, read views, applied-state publication, apply stats).
 
 use super::*;
-use metad_proto::raft::v1::{command::Op, Command, CommandBatch, Maintenance, RegisterPut};
+use crate::sm::KvRead;
+use metad_proto::raft::v1::{
+    command::Op, reply, Command, CommandBatch, Maintenance, RegisterPut, Reply,
+};
 
 fn cmd(op: Op) -> Command {
     Command {
@@ -189,4 +192,50 @@ fn apply_stats_count_batches_commands_and_time() {
     assert_eq!((s.batches, s.commands), (2, 4), "{s:?}");
     assert!(s.cpu_ns > 0 && s.wall_ns > 0, "{s:?}");
     assert_eq!(store.applied().revision, 4, "all four commands applied");
+}
+
+/// The measurement-only apply stand-ins (`store::apply_floor`) answer each tag command as
+/// applied without touching the real state; `OneRow` writes one row per command.
+#[test]
+fn apply_floor_answers_tag_ops_without_applying_them() {
+    use metad_proto::v1::TagOp;
+    let tag = || Op::Tags(TagOp::default());
+    let batch = entry(Op::Batch(CommandBatch {
+        commands: vec![cmd(tag()), cmd(tag())],
+    }));
+    let entries = vec![batch, write_at(2, 1)];
+    assert!(!apply_floor::only_tag_ops(&entries), "a register put");
+    let entries = vec![entries[0].clone(), entry(tag())];
+    assert!(apply_floor::only_tag_ops(&entries));
+
+    let (_dir, store) = open_store();
+    let tag_rows = |store: &SmStore| {
+        store
+            .read(|kv| Ok(kv.range(sm::Table::Tags, b"", None, 100)?.len()))
+            .expect("read")
+    };
+    let replies = store
+        .apply_floor(apply_floor::Floor::Null, &entries)
+        .expect("null apply");
+    let revisions = |r: &Reply| match &r.result {
+        Some(reply::Result::Batch(b)) => b.replies.iter().map(|r| r.revision).collect(),
+        Some(reply::Result::Tags(_)) => vec![r.revision],
+        other => panic!("unexpected reply {other:?}"),
+    };
+    let got: Vec<u64> = replies.iter().flat_map(|r| revisions(&r.0)).collect();
+    assert_eq!(got.len(), 3, "one reply per command: {got:?}");
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
+    assert_eq!(
+        store.applied().revision,
+        got[2],
+        "published what it answered"
+    );
+    assert_eq!(tag_rows(&store), 0, "null apply writes nothing");
+    let real = store.read(|kv| kv.revision()).expect("read");
+    assert_eq!(real, 0, "the real revision did not move");
+
+    store
+        .apply_floor(apply_floor::Floor::OneRow, &entries)
+        .expect("one-row apply");
+    assert_eq!(tag_rows(&store), 3, "one row per command");
 }
