@@ -41,7 +41,8 @@ pub(super) fn mode() -> Option<Floor> {
     }
 }
 
-/// Whether every command in `entries` is a tag op (blank and membership entries aside).
+/// Whether every entry is a tag op or blank. A membership change must apply for real: the
+/// cluster's configuration lives in the state machine.
 pub(super) fn only_tag_ops(entries: &[Entry]) -> bool {
     entries.iter().all(|e| match &e.payload {
         EntryPayload::Normal(c) => match &c.0.op {
@@ -49,7 +50,8 @@ pub(super) fn only_tag_ops(entries: &[Entry]) -> bool {
             Some(Op::Tags(_)) => true,
             _ => false,
         },
-        _ => true,
+        EntryPayload::Blank => true,
+        EntryPayload::Membership(_) => false,
     })
 }
 

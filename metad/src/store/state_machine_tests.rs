@@ -205,6 +205,14 @@ fn apply_floor_answers_tag_ops_without_applying_them() {
     }));
     let entries = vec![batch, write_at(2, 1)];
     assert!(!apply_floor::only_tag_ops(&entries), "a register put");
+    let membership = Entry {
+        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 3),
+        payload: EntryPayload::Membership(openraft::Membership::new(
+            vec![std::collections::BTreeSet::from([1])],
+            None,
+        )),
+    };
+    assert!(!apply_floor::only_tag_ops(&[membership]), "membership");
     let entries = vec![entries[0].clone(), entry(tag())];
     assert!(apply_floor::only_tag_ops(&entries));
 
