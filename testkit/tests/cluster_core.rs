@@ -281,6 +281,75 @@ async fn leader_replicates_during_its_own_flush_and_answers_only_after_it() -> a
     Ok(())
 }
 
+/// Writes that reach the leader while a proposal is in flight wait there and go out together
+/// as the next entry: one proposal at a time (docs/benchmarks.md, round 16). With two in flight
+/// the batcher would send the first of them at once and split the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_queued_behind_a_proposal_in_flight_share_the_next_entry() -> anyhow::Result<()> {
+    use metad_proto::raft::v1::{command::Op, Command, RegisterPut};
+    init_logging();
+    let cluster = Cluster::builder().nodes(3).build().await?;
+    let leader = cluster.wait_for_leader(T).await?;
+    cluster
+        .client()
+        .await?
+        .register_put("warm", b"up".to_vec())
+        .await?;
+    let core = cluster.node(leader).core().clone();
+    let put = |seq: u64| Command {
+        client_id: "queued".into(),
+        seq,
+        leader_time_ms: 0,
+        op: Some(Op::RegisterPut(RegisterPut {
+            key: format!("q{seq}"),
+            value: vec![1],
+        })),
+    };
+    let last_index = |id| cluster.node(id).raft().metrics().borrow().last_log_index;
+    let followers = cluster.others(leader);
+    // Every node's log (the leader's metric included, which moves only after its flush) ends
+    // at the same entry, the warm-up write's or a later one.
+    let last = wait_until(T, "every log ends at the same entry", || async {
+        let l = last_index(leader);
+        followers.iter().all(|&f| last_index(f) == l).then_some(l)
+    })
+    .await?;
+    // The leader's log is not flushed while held, but the followers get the entry.
+    let hold = core.log.hold_flushes();
+    let c = core.clone();
+    let first = tokio::spawn(async move { c.propose_local(put(1)).await });
+    wait_until(T, "the first write is in flight", || async {
+        followers
+            .iter()
+            .any(|&f| last_index(f) > last)
+            .then_some(())
+    })
+    .await?;
+    // Each write is handed to the batcher when first polled, before it waits for its reply.
+    let mut queued: Vec<_> = (2..=21)
+        .map(|seq| Box::pin(core.propose_local(put(seq))))
+        .collect();
+    for q in &mut queued {
+        assert!(futures::poll!(q.as_mut()).is_pending());
+        // Let the batcher run between arrivals, as it would between clients' requests.
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+        }
+    }
+    drop(hold);
+    let (_, first_index) = first.await??;
+    let mut indexes = Vec::new();
+    for r in futures::future::join_all(queued).await {
+        indexes.push(r?.1);
+    }
+    assert!(
+        indexes.iter().all(|&i| i == indexes[0] && i >= first_index),
+        "20 writes queued behind entry {first_index} went out as entries {indexes:?}"
+    );
+    cluster.shutdown().await;
+    Ok(())
+}
+
 /// Followers learn that a lone write committed without waiting for a heartbeat tick. The leader
 /// sends a heartbeat carrying the new committed index; our openraft patch lets it wait briefly
 /// (1 ms) for a following write to carry it instead, but it must still go out when none comes.

@@ -5,13 +5,13 @@
 //! after proposal is still `Ambiguous`, never failure. On the leader, commands proposed
 //! concurrently are grouped into one log entry ([`ProposalBatcher`]).
 
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use metad_proto::raft::v1::{command::Op, reply, Command, CommandBatch, Reply, ReplyBatch};
 use openraft::error::{ClientWriteError, RaftError};
 use prost::Message;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use super::NodeCore;
 use crate::error::NodeError;
@@ -29,11 +29,6 @@ const BATCH_MAX: usize = 256;
 /// Most encoded bytes of commands folded into one log entry (ImportFiles carry up to 1000
 /// files each).
 const BATCH_MAX_BYTES: usize = 1 << 20;
-/// Proposals in flight at once. openraft's core task waits for the leader's own log fsync
-/// before it takes the next proposal (our patched openraft sends the entry to the followers
-/// meanwhile, see vendor/PATCHES.md); commands that arrive meanwhile queue here and go out
-/// together as one entry.
-const IN_FLIGHT: usize = 2;
 
 type Waiter = oneshot::Sender<Result<(Reply, u64), NodeError>>;
 
@@ -47,13 +42,14 @@ pub struct ProposalBatcher {
 impl ProposalBatcher {
     pub fn spawn(core: Weak<NodeCore>) -> ProposalBatcher {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Command, Waiter)>();
-        let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+        // One proposal at a time: commands that arrive while it is in flight queue here and
+        // go out together as the next entry. A second proposal in flight never overlapped the
+        // first's round trip (openraft 0.9's replication has one AppendEntries in flight per
+        // follower, so two writing clients get one client's rate), and it halved the batches:
+        // one at a time gave 8-20 % more writes/s at 128 clients, for less CPU per write
+        // (docs/benchmarks.md, round 16).
         tokio::spawn(async move {
-            loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
-                };
-                let Some(first) = rx.recv().await else { break };
+            while let Some(first) = rx.recv().await {
                 let mut bytes = first.0.encoded_len();
                 let mut batch = vec![first];
                 while batch.len() < BATCH_MAX && bytes < BATCH_MAX_BYTES {
@@ -66,10 +62,7 @@ impl ProposalBatcher {
                     }
                 }
                 let Some(core) = core.upgrade() else { break };
-                tokio::spawn(async move {
-                    core.propose_batch(batch).await;
-                    drop(permit);
-                });
+                core.propose_batch(batch).await;
             }
         });
         ProposalBatcher { tx }
