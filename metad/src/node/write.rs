@@ -46,7 +46,7 @@ impl ProposalBatcher {
         // go out together as the next entry. A second proposal in flight never overlapped the
         // first's round trip (openraft 0.9's replication has one AppendEntries in flight per
         // follower, so two writing clients get one client's rate), and it halved the batches:
-        // one at a time gave 8-20 % more writes/s at 128 clients, for less CPU per write
+        // one at a time gave ~10 % more writes/s at 128 clients, for less CPU per write
         // (docs/benchmarks.md, round 16).
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
