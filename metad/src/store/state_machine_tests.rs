@@ -15,9 +15,24 @@ fn cmd(op: Op) -> Command {
     }
 }
 
+fn log_id(index: u64) -> LogId {
+    openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index)
+}
+
+/// A membership entry (node 1 alone) at `index`.
+fn membership_at(index: u64) -> Entry {
+    Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Membership(openraft::Membership::new(
+            vec![std::collections::BTreeSet::from([1])],
+            None,
+        )),
+    }
+}
+
 fn entry(op: Op) -> Entry {
     Entry {
-        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
+        log_id: log_id(1),
         payload: EntryPayload::Normal(crate::types::LogCommand(cmd(op))),
     }
 }
@@ -62,19 +77,12 @@ fn only_few_small_bounded_commands_apply_inline() {
         }))],
     });
     assert!(!inline_ok(&[entry(nested)]), "batches are never nested");
-    let membership = Entry {
-        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 2),
-        payload: EntryPayload::Membership(openraft::Membership::new(
-            vec![std::collections::BTreeSet::from([1])],
-            None,
-        )),
-    };
-    assert!(!inline_ok(&[membership]));
+    assert!(!inline_ok(&[membership_at(2)]));
 }
 
 fn write_at(index: u64, value: u8) -> Entry {
     Entry {
-        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+        log_id: log_id(index),
         payload: EntryPayload::Normal(crate::types::LogCommand(Command {
             seq: index,
             ..cmd(Op::RegisterPut(RegisterPut {
@@ -182,7 +190,7 @@ fn apply_stats_count_batches_commands_and_time() {
         .apply_blocking(vec![entry(batch)], false)
         .expect("apply");
     let blank = Entry {
-        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 3),
+        log_id: log_id(3),
         payload: EntryPayload::Blank,
     };
     store
@@ -205,14 +213,10 @@ fn apply_floor_answers_tag_ops_without_applying_them() {
     }));
     let entries = vec![batch, write_at(2, 1)];
     assert!(!apply_floor::only_tag_ops(&entries), "a register put");
-    let membership = Entry {
-        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 3),
-        payload: EntryPayload::Membership(openraft::Membership::new(
-            vec![std::collections::BTreeSet::from([1])],
-            None,
-        )),
-    };
-    assert!(!apply_floor::only_tag_ops(&[membership]), "membership");
+    assert!(
+        !apply_floor::only_tag_ops(&[membership_at(3)]),
+        "membership"
+    );
     let entries = vec![entries[0].clone(), entry(tag())];
     assert!(apply_floor::only_tag_ops(&entries));
 
